@@ -1,0 +1,1 @@
+//! Models: the `config.json` schema, the compact CNN, InceptionResnetV1, and save/load.
