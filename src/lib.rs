@@ -14,6 +14,7 @@
 //! - [`eval`]: pair protocols and verification metrics.
 
 pub mod data;
+pub mod demo;
 pub mod detect;
 pub mod error;
 pub mod eval;
@@ -24,3 +25,20 @@ pub mod model;
 pub mod train;
 
 pub use error::{Error, Result};
+
+/// Raises glibc's mmap and trim thresholds so large activation buffers are reused instead of
+/// being mapped and unmapped on every step (measured here: about 2× faster training with candle's
+/// built-in ops). Call it once at start-up; a no-op on other platforms and C libraries.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning parameters; it is safe to call at any time.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
+}
+
+/// The README's Rust examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -1,1 +1,15 @@
-//! TODO
+//! The inference path: load a model folder without any training machinery, embed images, and
+//! decide whether two faces belong to the same person.
+//!
+//! Nothing here depends on [`crate::train`]: weights are memory-mapped, BatchNorm runs in
+//! evaluation mode, and there is no optimizer or `VarMap`.
+
+pub mod embedder;
+pub mod gallery;
+pub mod store;
+pub mod verifier;
+
+pub use embedder::Embedder;
+pub use gallery::{Candidate, Gallery, Identification};
+pub use store::{read_embeddings, write_embeddings};
+pub use verifier::{embedding_distance, Verdict, Verifier};

@@ -1,1 +1,39 @@
-//! Models: the `config.json` schema, the compact CNN, InceptionResnetV1, and save/load.
+//! Models: the `config.json` schema, the compact CNN, InceptionResnetV1, and model folders
+//! (safetensors weights + config) on disk.
+
+pub mod compact;
+pub mod config;
+pub mod folder;
+pub mod layers;
+
+pub use compact::{CompactCnn, CompactCnnConfig};
+pub use config::{Architecture, ModelConfig, TrainingSummary};
+pub use folder::{load_model, save_model};
+
+use crate::Result;
+use candle_core::{ModuleT, Tensor};
+use candle_nn::VarBuilder;
+
+/// Any embedding network candle-face knows, built from an [`Architecture`].
+#[derive(Debug, Clone)]
+pub enum EmbeddingNet {
+    /// The compact CNN.
+    CompactCnn(CompactCnn),
+}
+
+impl EmbeddingNet {
+    /// Builds the network described by `arch`, taking its parameters from `vb`.
+    pub fn new(arch: &Architecture, vb: VarBuilder) -> Result<Self> {
+        Ok(match arch {
+            Architecture::CompactCnn(c) => EmbeddingNet::CompactCnn(CompactCnn::new(c, vb)?),
+        })
+    }
+}
+
+impl ModuleT for EmbeddingNet {
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        match self {
+            EmbeddingNet::CompactCnn(m) => m.forward_t(x, train),
+        }
+    }
+}

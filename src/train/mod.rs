@@ -1,1 +1,803 @@
-//! TODO
+//! Training: P×K batches, online triplet mining, AdamW with warm-up and cosine decay, validation
+//! on identity-disjoint pairs, atomic checkpoints and resuming.
+//!
+//! [`train`] runs a whole training job and reports what happens through a callback of
+//! [`TrainEvent`]s, so the CLI can draw a progress bar and a library user can log however they
+//! like. Output directory layout:
+//! - `config.json`, `model.safetensors`: the finished model folder (written at the end);
+//! - `checkpoints/step-XXXXXXXX.safetensors`: weights, optimizer moments and training state;
+//! - `metrics.jsonl`: one JSON object per log interval and per validation.
+
+pub mod checkpoint;
+pub mod optim;
+pub mod schedule;
+pub mod validate;
+
+use crate::data::augment::Augment;
+use crate::data::loader::{ImageCache, Loader};
+use crate::data::preprocess::Preprocess;
+use crate::data::sampler::PkSampler;
+use crate::data::ImageFolder;
+use crate::loss::TripletLoss;
+use crate::model::{save_model, Architecture, EmbeddingNet, ModelConfig, TrainingSummary};
+use crate::{Error, Result};
+use candle_core::{DType, Device, ModuleT, Var};
+use candle_nn::{VarBuilder, VarMap};
+use checkpoint::TrainState;
+use optim::{AdamW, AdamWConfig};
+use schedule::LrSchedule;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+use validate::{ValPairs, ValResult};
+
+/// Fraction of extra context cached around the crop for augmentation.
+pub const CACHE_MARGIN: f32 = 0.15;
+
+/// What to do when the loss is NaN or infinite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NanPolicy {
+    /// Stop with an error; the last good checkpoint stays on disk.
+    #[default]
+    Stop,
+    /// Skip the step (no update, BatchNorm statistics restored) and go on.
+    Skip,
+}
+
+impl std::str::FromStr for NanPolicy {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "stop" => Ok(NanPolicy::Stop),
+            "skip" => Ok(NanPolicy::Skip),
+            _ => Err(Error::InvalidArgument(format!(
+                "unknown NaN policy {s:?} (expected stop or skip)"
+            ))),
+        }
+    }
+}
+
+/// How long to train.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Duration {
+    /// Passes over the training images (as P×K batches).
+    Epochs(f64),
+    /// Optimizer steps.
+    Steps(u64),
+}
+
+/// Everything that defines a training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainOptions {
+    /// The labelled image folder.
+    pub data: PathBuf,
+    /// Output directory (model folder, checkpoints, metrics).
+    pub out: PathBuf,
+    /// Network to train.
+    pub architecture: Architecture,
+    /// Preprocessing recipe (stored in the model's config).
+    pub preprocess: Preprocess,
+    /// Training augmentation.
+    pub augment: Augment,
+    /// Loss and mining.
+    pub loss: TripletLoss,
+    /// People per batch (P).
+    pub people_per_batch: usize,
+    /// Images per person per batch (K).
+    pub images_per_person: usize,
+    /// How long to train.
+    pub duration: Duration,
+    /// Optimizer settings; `lr` is the peak learning rate.
+    pub optimizer: AdamWConfig,
+    /// Warm-up steps of the learning-rate schedule.
+    pub warmup_steps: u64,
+    /// Final learning rate as a fraction of the peak.
+    pub final_lr_fraction: f64,
+    /// Fraction of people held out for validation.
+    pub val_fraction: f32,
+    /// Maximum number of same-person validation pairs (as many different pairs are drawn).
+    pub val_pairs: usize,
+    /// Seed for the split, the sampler and augmentation.
+    pub seed: u64,
+    /// Write a checkpoint every this many steps (and at every epoch end).
+    pub checkpoint_every: u64,
+    /// How many checkpoints to keep.
+    pub keep_checkpoints: usize,
+    /// Log a metrics line every this many steps.
+    pub log_every: u64,
+    /// Validate every this many epochs (0: only before and after training).
+    pub validate_every_epochs: f64,
+    /// Continue from the newest checkpoint in `out/checkpoints`.
+    pub resume: bool,
+    /// What to do when the loss is not finite.
+    pub nan_policy: NanPolicy,
+}
+
+impl TrainOptions {
+    /// Defaults for the compact CNN on `data`, writing to `out`.
+    pub fn new(data: impl Into<PathBuf>, out: impl Into<PathBuf>) -> Self {
+        Self {
+            data: data.into(),
+            out: out.into(),
+            architecture: Architecture::CompactCnn(Default::default()),
+            preprocess: Preprocess::compact_default(),
+            augment: Augment::default(),
+            loss: TripletLoss::default(),
+            people_per_batch: 16,
+            images_per_person: 4,
+            duration: Duration::Epochs(10.0),
+            optimizer: AdamWConfig::default(),
+            warmup_steps: 100,
+            final_lr_fraction: 0.01,
+            val_fraction: 0.1,
+            val_pairs: 500,
+            seed: 42,
+            checkpoint_every: 200,
+            keep_checkpoints: 3,
+            log_every: 10,
+            validate_every_epochs: 1.0,
+            resume: false,
+            nan_policy: NanPolicy::Stop,
+        }
+    }
+
+    /// The part of the options that must not change when resuming.
+    fn resume_key(&self) -> serde_json::Value {
+        serde_json::json!({
+            "architecture": self.architecture,
+            "preprocess": self.preprocess,
+            "seed": self.seed,
+            "people_per_batch": self.people_per_batch,
+            "images_per_person": self.images_per_person,
+            "val_fraction": self.val_fraction,
+        })
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.people_per_batch < 2 {
+            return Err(Error::InvalidArgument(
+                "--people must be at least 2 (triplets need two people)".into(),
+            ));
+        }
+        if self.images_per_person < 2 {
+            return Err(Error::InvalidArgument(
+                "--images-per-person must be at least 2 (triplets need a positive)".into(),
+            ));
+        }
+        if !(0.0..1.0).contains(&self.val_fraction) {
+            return Err(Error::InvalidArgument(format!(
+                "--val-fraction {} must be in [0, 1)",
+                self.val_fraction
+            )));
+        }
+        match self.duration {
+            Duration::Epochs(e) if !(e > 0.0 && e.is_finite()) => {
+                return Err(Error::InvalidArgument(format!(
+                    "--epochs {e} must be positive"
+                )))
+            }
+            Duration::Steps(0) => {
+                return Err(Error::InvalidArgument("--steps must be positive".into()))
+            }
+            _ => {}
+        }
+        if !(self.optimizer.lr > 0.0 && self.optimizer.lr.is_finite()) {
+            return Err(Error::InvalidArgument(format!(
+                "--lr {} must be positive",
+                self.optimizer.lr
+            )));
+        }
+        if self.preprocess.image_size as usize != self.architecture.image_size() {
+            return Err(Error::InvalidArgument(format!(
+                "preprocess image size {} differs from the architecture's input size {}",
+                self.preprocess.image_size,
+                self.architecture.image_size()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What happens during training, in order.
+#[derive(Debug, Clone)]
+pub enum TrainEvent {
+    /// The dataset was scanned and split.
+    Dataset {
+        /// Human summary of the scan.
+        summary: String,
+        /// Training people and images.
+        train_people: usize,
+        /// Training images.
+        train_images: usize,
+        /// Validation people.
+        val_people: usize,
+        /// Validation pairs.
+        val_pairs: usize,
+        /// Notes (e.g. calibrating on training pairs).
+        notes: Vec<String>,
+    },
+    /// Decoding images into the cache: `done` of `total`.
+    Caching {
+        /// Images decoded so far.
+        done: usize,
+        /// Images to decode.
+        total: usize,
+    },
+    /// An image could not be used and was skipped.
+    Skipped {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Training starts (or resumes) at `start_step` of `total_steps`.
+    Start {
+        /// First step to run.
+        start_step: u64,
+        /// Total steps.
+        total_steps: u64,
+        /// Steps per epoch.
+        steps_per_epoch: u64,
+        /// The checkpoint resumed from.
+        resumed_from: Option<PathBuf>,
+    },
+    /// A step finished.
+    Step {
+        /// Steps completed.
+        step: u64,
+        /// Total steps.
+        total_steps: u64,
+        /// Loss of this step.
+        loss: f32,
+        /// Fraction of active triplets in this step.
+        active_fraction: f32,
+        /// Learning rate used.
+        lr: f64,
+        /// Recent throughput.
+        images_per_s: f64,
+    },
+    /// A step was skipped because the loss was not finite.
+    NonFiniteLoss {
+        /// The step.
+        step: u64,
+    },
+    /// Validation figures.
+    Validation {
+        /// Steps completed.
+        step: u64,
+        /// Epoch (fractional).
+        epoch: f64,
+        /// The figures.
+        result: ValResult,
+    },
+    /// A checkpoint was written.
+    Checkpoint {
+        /// Steps completed.
+        step: u64,
+        /// The file.
+        path: PathBuf,
+    },
+    /// A warning worth showing to the user.
+    Warning(String),
+    /// The model folder was written.
+    Finished {
+        /// The training summary stored in config.json.
+        summary: Box<TrainingSummary>,
+        /// The threshold stored in config.json.
+        threshold: Option<f32>,
+    },
+}
+
+/// The result of [`train`].
+#[derive(Debug, Clone)]
+pub struct TrainOutcome {
+    /// The model config as written to `out/config.json`.
+    pub config: ModelConfig,
+    /// Steps completed.
+    pub steps: u64,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+struct MetricsLog {
+    path: PathBuf,
+}
+
+impl MetricsLog {
+    /// Opens `path`, dropping lines for steps after `keep_through` (left by a killed run).
+    fn open(path: PathBuf, keep_through: Option<u64>) -> Result<Self> {
+        if let Some(limit) = keep_through {
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                let kept: String = text
+                    .lines()
+                    .filter(|l| {
+                        serde_json::from_str::<serde_json::Value>(l)
+                            .ok()
+                            .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
+                            .is_some_and(|s| s <= limit)
+                    })
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+                crate::fsutil::write_atomic(&path, kept.as_bytes())?;
+            }
+        } else if path.exists() {
+            std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+        }
+        Ok(Self { path })
+    }
+
+    fn write(&self, value: serde_json::Value) -> Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| Error::io(&self.path, e))?;
+        writeln!(f, "{value}").map_err(|e| Error::io(&self.path, e))
+    }
+}
+
+/// The trainable variables of `varmap` (BatchNorm running statistics excluded), with whether
+/// weight decay applies (convolution and linear weights only).
+pub fn trainable_vars(varmap: &VarMap) -> Result<Vec<(String, Var, bool)>> {
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| Error::Msg("variable map lock poisoned".into()))?;
+    let mut vars: Vec<(String, Var, bool)> = data
+        .iter()
+        .filter(|(n, _)| !n.ends_with("running_mean") && !n.ends_with("running_var"))
+        .map(|(n, v)| {
+            let decay = n.ends_with(".weight") && !n.contains(".bn.") && v.rank() > 1;
+            (n.clone(), v.clone(), decay)
+        })
+        .collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(vars)
+}
+
+fn bn_stats(varmap: &VarMap) -> Result<Vec<(Var, candle_core::Tensor)>> {
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| Error::Msg("variable map lock poisoned".into()))?;
+    let mut out = Vec::new();
+    for (n, v) in data.iter() {
+        if n.ends_with("running_mean") || n.ends_with("running_var") {
+            out.push((v.clone(), v.as_tensor().copy()?));
+        }
+    }
+    Ok(out)
+}
+
+/// Runs a training job described by `opts`, reporting progress through `on_event`.
+pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Result<TrainOutcome> {
+    opts.validate()?;
+    let device = Device::Cpu;
+    let out = opts.out.as_path();
+    let ckpt_dir = out.join("checkpoints");
+    std::fs::create_dir_all(&ckpt_dir).map_err(|e| Error::io(&ckpt_dir, e))?;
+    checkpoint::remove_stale_temporaries(out);
+    checkpoint::remove_stale_temporaries(&ckpt_dir);
+
+    // Resume or refuse to overwrite.
+    let (resume, passed_over) = if opts.resume {
+        checkpoint::latest_good_checkpoint(&ckpt_dir, &device)?
+    } else {
+        if !checkpoint::list_checkpoints(&ckpt_dir)?.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "{} already holds checkpoints: pass --resume to continue that run, or choose another --out",
+                ckpt_dir.display()
+            )));
+        }
+        (None, Vec::new())
+    };
+    for reason in passed_over {
+        on_event(TrainEvent::Warning(format!(
+            "passed over a damaged checkpoint: {reason}"
+        )));
+    }
+    if opts.resume && resume.is_none() {
+        on_event(TrainEvent::Warning(format!(
+            "--resume: no checkpoint in {}, starting from scratch",
+            ckpt_dir.display()
+        )));
+    }
+    if let Some(c) = &resume {
+        if c.state.options != opts.resume_key() {
+            return Err(Error::InvalidArgument(format!(
+                "{} was written by a run with different options ({}); resume with the same \
+                 architecture, preprocessing, seed, batch shape and validation split",
+                c.path.display(),
+                c.state.options
+            )));
+        }
+    }
+
+    // Data.
+    let folder = ImageFolder::scan(&opts.data)?;
+    let split = folder.split(opts.val_fraction, opts.seed);
+    let mut notes: Vec<String> = split.note.iter().cloned().collect();
+    let progress = |done: usize, total: usize| {
+        let _ = (done, total);
+    };
+    let _ = progress;
+    let mut caching = |done: usize, total: usize| on_event(TrainEvent::Caching { done, total });
+    let train_cache = build_cache(&split.train, &opts.preprocess, &mut caching)?;
+    let val_cache = if split.val.people.is_empty() {
+        None
+    } else {
+        Some(build_cache(&split.val, &opts.preprocess, &mut caching)?)
+    };
+    for (path, reason) in train_cache
+        .failures()
+        .iter()
+        .chain(val_cache.iter().flat_map(|c| c.failures().iter()))
+    {
+        on_event(TrainEvent::Skipped {
+            path: path.clone(),
+            reason: reason.clone(),
+        });
+    }
+    let bad = train_cache.failures().len() + val_cache.as_ref().map_or(0, |c| c.failures().len());
+    if bad > 0 {
+        notes.push(format!(
+            "skipped {bad} of {} files that could not be decoded",
+            folder.num_images()
+        ));
+    }
+    let train_cache = Arc::new(train_cache);
+    let (val_pairs, calibrate_on_train) = match &val_cache {
+        Some(c) => {
+            let p = ValPairs::generate(&c.images_per_person(), opts.val_pairs, opts.seed ^ 0x5eed);
+            if p.usable() {
+                (p, false)
+            } else {
+                (ValPairs::default(), true)
+            }
+        }
+        None => (ValPairs::default(), true),
+    };
+    let train_pairs = if calibrate_on_train {
+        let p = ValPairs::generate(
+            &train_cache.images_per_person(),
+            opts.val_pairs,
+            opts.seed ^ 0x7a1,
+        );
+        if split.note.is_none() {
+            notes.push(
+                "too few validation people with two or more images: the threshold is calibrated on training pairs (optimistic)".into(),
+            );
+        }
+        p
+    } else {
+        ValPairs::default()
+    };
+    let (score_cache, score_pairs): (&ImageCache, &ValPairs) =
+        match (&val_cache, calibrate_on_train) {
+            (Some(c), false) => (c, &val_pairs),
+            _ => (&train_cache, &train_pairs),
+        };
+    let train_images: usize = train_cache.images_per_person().iter().sum();
+    on_event(TrainEvent::Dataset {
+        summary: folder.summary(),
+        train_people: train_cache.images_per_person().len(),
+        train_images,
+        val_people: val_cache
+            .as_ref()
+            .map_or(0, |c| c.images_per_person().len()),
+        val_pairs: score_pairs.len(),
+        notes: notes.clone(),
+    });
+
+    // Model and optimizer.
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
+    let net = EmbeddingNet::new(&opts.architecture, vb)?;
+    let mut opt = AdamW::new(trainable_vars(&varmap)?, opts.optimizer)?;
+    let mut state = TrainState {
+        options: opts.resume_key(),
+        ..Default::default()
+    };
+    let mut resumed_from = None;
+    if let Some(c) = &resume {
+        checkpoint::restore_model(c, &varmap)?;
+        opt.load_state(&c.optimizer, c.state.step)
+            .map_err(|e| Error::weights(&c.path, e))?;
+        state = c.state.clone();
+        resumed_from = Some(c.path.clone());
+    }
+
+    let sampler = PkSampler::new(
+        &train_cache.images_per_person(),
+        opts.people_per_batch,
+        opts.images_per_person,
+        opts.seed,
+    )?;
+    let batch_size = sampler.p() * opts.images_per_person;
+    let steps_per_epoch = sampler.batches_per_epoch().max(1) as u64;
+    let total_steps = match opts.duration {
+        Duration::Steps(s) => s,
+        Duration::Epochs(e) => ((e * steps_per_epoch as f64).ceil() as u64).max(1),
+    };
+    let schedule = LrSchedule {
+        base_lr: opts.optimizer.lr,
+        warmup_steps: opts.warmup_steps.min(total_steps / 5),
+        total_steps,
+        final_fraction: opts.final_lr_fraction,
+    };
+    let metrics = MetricsLog::open(
+        out.join("metrics.jsonl"),
+        resume.as_ref().map(|c| c.state.step),
+    )?;
+    let eval_batch = 64;
+    let validate_now = |net: &EmbeddingNet| -> Result<Option<ValResult>> {
+        if !score_pairs.usable() {
+            return Ok(None);
+        }
+        let d = validate::pair_distances(
+            net,
+            score_cache,
+            &opts.preprocess,
+            score_pairs,
+            opts.loss.distance,
+            &device,
+            eval_batch,
+        )?;
+        Ok(Some(validate::score(&d, score_pairs)?))
+    };
+
+    // Untrained baseline.
+    if state.step == 0 && state.val_accuracy_before.is_none() {
+        if let Some(r) = validate_now(&net)? {
+            state.val_accuracy_before = Some(r.accuracy);
+            state.val_auc_before = Some(r.auc);
+            metrics.write(serde_json::json!({
+                "step": 0, "epoch": 0.0, "val_accuracy": r.accuracy, "val_auc": r.auc,
+                "val_threshold": r.threshold, "val_pairs": r.pairs, "untrained": true,
+            }))?;
+            on_event(TrainEvent::Validation {
+                step: 0,
+                epoch: 0.0,
+                result: r,
+            });
+        }
+    }
+
+    on_event(TrainEvent::Start {
+        start_step: state.step,
+        total_steps,
+        steps_per_epoch,
+        resumed_from,
+    });
+
+    let mut loader = Loader::new(
+        train_cache.clone(),
+        opts.preprocess.clone(),
+        opts.augment.clone(),
+        opts.people_per_batch,
+        opts.images_per_person,
+        opts.seed,
+        state.step,
+        device.clone(),
+    )?;
+    let val_every_steps = if opts.validate_every_epochs > 0.0 {
+        ((opts.validate_every_epochs * steps_per_epoch as f64).round() as u64).max(1)
+    } else {
+        u64::MAX
+    };
+    let run_start = Instant::now();
+    let elapsed_before = state.elapsed_s;
+    let mut window_start = Instant::now();
+    let mut window_images = 0u64;
+    let mut last_val: Option<ValResult> = None;
+    let (mut loss_sum, mut active_sum, mut n_logged) = (0f64, 0f64, 0u64);
+
+    while state.step < total_steps {
+        let lr = schedule.lr(state.step);
+        opt.set_lr(lr);
+        let batch = loader.next()?;
+        let saved_bn = if opts.nan_policy == NanPolicy::Skip {
+            Some(bn_stats(&varmap)?)
+        } else {
+            None
+        };
+        let emb = net.forward_t(&batch.images, true)?;
+        let out_loss = opts.loss.forward(&emb, &batch.labels)?;
+        let loss_value = out_loss.loss.to_scalar::<f32>()?;
+        if !loss_value.is_finite() {
+            match opts.nan_policy {
+                NanPolicy::Stop => {
+                    return Err(Error::Msg(format!(
+                        "the loss became {loss_value} at step {}; stopping. The last good checkpoint is in {} \
+                         (lower --lr, or pass --nan-policy skip)",
+                        state.step + 1,
+                        ckpt_dir.display()
+                    )));
+                }
+                NanPolicy::Skip => {
+                    if let Some(saved) = saved_bn {
+                        for (var, t) in saved {
+                            var.set(&t)?;
+                        }
+                    }
+                    state.step += 1;
+                    state.skipped_steps += 1;
+                    // Keep the optimizer's step count in line with the training step.
+                    opt.skip_step();
+                    on_event(TrainEvent::NonFiniteLoss { step: state.step });
+                    continue;
+                }
+            }
+        }
+        let grads = out_loss.loss.backward()?;
+        opt.step(&grads)?;
+        state.step += 1;
+        state.images_seen += batch_size as u64;
+        window_images += batch_size as u64;
+        loss_sum += loss_value as f64;
+        active_sum += out_loss.stats.active_fraction as f64;
+        n_logged += 1;
+        let window = window_start.elapsed().as_secs_f64();
+        let images_per_s = if window > 0.0 {
+            window_images as f64 / window
+        } else {
+            0.0
+        };
+        on_event(TrainEvent::Step {
+            step: state.step,
+            total_steps,
+            loss: loss_value,
+            active_fraction: out_loss.stats.active_fraction,
+            lr,
+            images_per_s,
+        });
+        let epoch = state.step as f64 / steps_per_epoch as f64;
+        state.elapsed_s = elapsed_before + run_start.elapsed().as_secs_f64();
+        if state.step % opts.log_every.max(1) == 0 || state.step == total_steps {
+            metrics.write(serde_json::json!({
+                "step": state.step, "epoch": epoch,
+                "loss": loss_sum / n_logged as f64,
+                "active_fraction": active_sum / n_logged as f64,
+                "lr": lr, "images_per_s": images_per_s,
+                "elapsed_s": state.elapsed_s,
+            }))?;
+            loss_sum = 0.0;
+            active_sum = 0.0;
+            n_logged = 0;
+            window_start = Instant::now();
+            window_images = 0;
+        }
+        let epoch_end = state.step % steps_per_epoch == 0;
+        if state.step % val_every_steps == 0 && state.step < total_steps {
+            if let Some(r) = validate_now(&net)? {
+                metrics.write(serde_json::json!({
+                    "step": state.step, "epoch": epoch, "val_accuracy": r.accuracy,
+                    "val_auc": r.auc, "val_threshold": r.threshold, "val_pairs": r.pairs,
+                }))?;
+                on_event(TrainEvent::Validation {
+                    step: state.step,
+                    epoch,
+                    result: r,
+                });
+                last_val = Some(r);
+            }
+        }
+        if state.step % opts.checkpoint_every.max(1) == 0 || epoch_end || state.step == total_steps
+        {
+            let path = checkpoint::save_checkpoint(
+                &ckpt_dir,
+                &varmap,
+                &opt,
+                &state,
+                opts.keep_checkpoints.max(1),
+            )?;
+            on_event(TrainEvent::Checkpoint {
+                step: state.step,
+                path,
+            });
+        }
+    }
+    drop(loader);
+
+    // Final validation and calibration.
+    let final_val = validate_now(&net)?;
+    if let Some(r) = final_val {
+        if last_val.map(|l| l != r).unwrap_or(true) {
+            metrics.write(serde_json::json!({
+                "step": state.step, "epoch": state.step as f64 / steps_per_epoch as f64,
+                "val_accuracy": r.accuracy, "val_auc": r.auc, "val_threshold": r.threshold,
+                "val_pairs": r.pairs, "final": true,
+            }))?;
+            on_event(TrainEvent::Validation {
+                step: state.step,
+                epoch: state.step as f64 / steps_per_epoch as f64,
+                result: r,
+            });
+        }
+    }
+    let mut cfg = ModelConfig::new(opts.architecture.clone(), opts.preprocess.clone());
+    cfg.distance = opts.loss.distance;
+    if let Some(r) = final_val {
+        let source = if calibrate_on_train {
+            format!(
+                "train: best accuracy on {} training pairs (no validation people)",
+                r.pairs
+            )
+        } else {
+            format!("train: best accuracy on {} validation pairs", r.pairs)
+        };
+        cfg.set_threshold(r.threshold, source);
+    } else {
+        notes.push("no pairs to calibrate a threshold on: pass --threshold to verify".into());
+    }
+    let wall = state.elapsed_s;
+    let summary = TrainingSummary {
+        data: opts.data.display().to_string(),
+        train_people: train_cache.images_per_person().len(),
+        train_images,
+        val_people: val_cache
+            .as_ref()
+            .map_or(0, |c| c.images_per_person().len()),
+        val_pairs: score_pairs.len(),
+        calibrated_on_train: calibrate_on_train,
+        steps: state.step,
+        epochs: state.step as f64 / steps_per_epoch as f64,
+        loss: describe_loss(&opts.loss),
+        val_accuracy_before: state.val_accuracy_before,
+        val_accuracy: final_val.map(|r| r.accuracy),
+        val_auc: final_val.map(|r| r.auc),
+        wall_time_s: wall,
+        images_per_s: if wall > 0.0 {
+            state.images_seen as f64 / wall
+        } else {
+            0.0
+        },
+        notes,
+    };
+    let _ = unix_now();
+    cfg.training = Some(summary.clone());
+    save_model(out, &cfg, &varmap)?;
+    on_event(TrainEvent::Finished {
+        summary: Box::new(summary),
+        threshold: cfg.threshold,
+    });
+    Ok(TrainOutcome {
+        config: cfg,
+        steps: state.step,
+    })
+}
+
+/// The loss configuration as text, e.g. `batch-hard, margin 0.2, euclidean`.
+pub fn describe_loss(l: &TripletLoss) -> String {
+    if l.soft {
+        format!("{}, soft margin, {}", l.mining, l.distance)
+    } else {
+        format!("{}, margin {}, {}", l.mining, l.margin, l.distance)
+    }
+}
+
+fn build_cache(
+    folder: &ImageFolder,
+    pre: &Preprocess,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<ImageCache> {
+    let total = folder.num_images();
+    progress(0, total);
+    let cache = ImageCache::build(folder, pre, CACHE_MARGIN, None)?;
+    progress(total, total);
+    Ok(cache)
+}
+
+/// Where the model folder of a finished run lives (the `out` directory itself).
+pub fn model_dir(out: &Path) -> &Path {
+    out
+}

@@ -1,0 +1,156 @@
+//! `candle-face eval`, `calibrate` and `pairs`.
+
+use super::model_arg::{DetectArgs, ModelArgs};
+use anyhow::{bail, Context, Result};
+use candle_face::eval::{self, CalibrationTarget};
+use std::path::PathBuf;
+
+/// Arguments of `eval`.
+#[derive(Debug, clap::Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    detect: DetectArgs,
+    /// Pairs file: LFW `pairs.txt` (View 1 or View 2) or CSV `img1,img2,same`.
+    #[arg(long)]
+    pairs: PathBuf,
+    /// Folder the pair paths are relative to.
+    #[arg(long)]
+    images: PathBuf,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Draw the ROC curve to this PNG file.
+    #[arg(long)]
+    roc: Option<PathBuf>,
+}
+
+/// Runs `eval`.
+pub fn run_eval(a: EvalArgs) -> Result<()> {
+    a.detect.check()?;
+    let embedder = a.model.load()?;
+    let pairs = eval::read_pairs(&a.pairs)?;
+    let scored = eval::score_pairs(&embedder, &pairs, &a.images)?;
+    for s in &scored.skipped {
+        eprintln!("skipped {s}");
+    }
+    let report = eval::evaluate(&scored.distances, &scored.same, embedder.config().threshold)?;
+    if let Some(path) = &a.roc {
+        let roc = eval::roc(&scored.distances, &scored.same)?;
+        let op = embedder
+            .config()
+            .threshold
+            .map(|t| eval::operating_point(&scored.distances, &scored.same, t));
+        eval::plot_roc_png(path, &roc, report.auc, op)
+            .with_context(|| format!("drawing {}", path.display()))?;
+        eprintln!("ROC curve written to {}", path.display());
+    }
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("pairs                      {}", report.pairs);
+        println!(
+            "accuracy (10-fold)          {:.4} ± {:.4}",
+            report.accuracy, report.accuracy_std
+        );
+        println!("best threshold             {:.4}", report.best_threshold);
+        if let (Some(t), Some(acc)) = (report.model_threshold, report.accuracy_at_model_threshold) {
+            println!("accuracy at model's {t:.4}  {acc:.4}");
+        }
+        println!("AUC                        {:.4}", report.auc);
+        println!("EER                        {:.4}", report.eer);
+        for (far, tar) in &report.tar_at_far {
+            println!("TAR @ FAR={far:<6}          {tar:.4}");
+        }
+    }
+    Ok(())
+}
+
+/// Arguments of `calibrate`.
+#[derive(Debug, clap::Args)]
+pub struct CalibrateArgs {
+    /// Model folder whose config.json receives the threshold.
+    #[arg(long, short = 'm')]
+    model: PathBuf,
+    #[command(flatten)]
+    detect: DetectArgs,
+    /// Pairs file (LFW pairs.txt or CSV).
+    #[arg(long)]
+    pairs: PathBuf,
+    /// Folder the pair paths are relative to.
+    #[arg(long)]
+    images: PathBuf,
+    /// What to optimise: `accuracy`, or `far=0.001` for a false-accept rate.
+    #[arg(long, default_value = "accuracy")]
+    target: CalibrationTarget,
+}
+
+/// Runs `calibrate`.
+pub fn run_calibrate(a: CalibrateArgs) -> Result<()> {
+    a.detect.check()?;
+    let embedder = candle_face::infer::Embedder::load(&a.model)?;
+    let pairs = eval::read_pairs(&a.pairs)?;
+    let scored = eval::score_pairs(&embedder, &pairs, &a.images)?;
+    for s in &scored.skipped {
+        eprintln!("skipped {s}");
+    }
+    let t = eval::calibrate(&scored.distances, &scored.same, a.target)?;
+    let mut cfg = embedder.config().clone();
+    let old = cfg.threshold;
+    cfg.set_threshold(
+        t,
+        format!(
+            "calibrate: {} on {} pairs of {}",
+            a.target,
+            scored.distances.len(),
+            a.pairs.display()
+        ),
+    );
+    cfg.save(&a.model)?;
+    match old {
+        Some(o) => eprintln!("threshold {o:.4} → {t:.4} (the old one stays in threshold_history)"),
+        None => eprintln!("threshold set to {t:.4}"),
+    }
+    println!("{t}");
+    Ok(())
+}
+
+/// Arguments of `pairs`.
+#[derive(Debug, clap::Args)]
+pub struct PairsArgs {
+    /// Labelled image folder: `DIR/<person>/<image>`.
+    #[arg(long)]
+    data: PathBuf,
+    /// Number of same-person pairs.
+    #[arg(long, default_value_t = 300)]
+    same: usize,
+    /// Number of different-person pairs.
+    #[arg(long, default_value_t = 300)]
+    different: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Output CSV (`img1,img2,same`, paths relative to DIR).
+    #[arg(long, short = 'o')]
+    out: PathBuf,
+}
+
+/// Runs `pairs`.
+pub fn run_pairs(a: PairsArgs) -> Result<()> {
+    let folder = candle_face::data::ImageFolder::scan(&a.data)?;
+    let generated = eval::generate_pairs(&folder, a.same, a.different, a.seed)?;
+    if let Some(note) = &generated.note {
+        eprintln!("note: {note}");
+    }
+    if generated.pairs.is_empty() {
+        bail!("{}: no pairs can be formed", a.data.display());
+    }
+    eval::write_pairs_csv(&a.out, &generated.pairs)?;
+    eprintln!(
+        "wrote {} pairs to {}",
+        generated.pairs.len(),
+        a.out.display()
+    );
+    Ok(())
+}

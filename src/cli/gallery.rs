@@ -1,0 +1,130 @@
+//! `candle-face enroll` and `identify`.
+
+use super::model_arg::{DetectArgs, ModelArgs};
+use anyhow::{bail, Result};
+use candle_face::infer::Gallery;
+use std::path::PathBuf;
+
+/// Arguments of `enroll`.
+#[derive(Debug, clap::Args)]
+pub struct EnrollArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    detect: DetectArgs,
+    /// Folder of people to enroll: `DIR/<person>/<image>` (one or more images each).
+    #[arg(long)]
+    data: PathBuf,
+    /// Output gallery file (safetensors).
+    #[arg(long, short = 'o')]
+    out: PathBuf,
+}
+
+/// Runs `enroll`.
+pub fn run_enroll(a: EnrollArgs) -> Result<()> {
+    a.detect.check()?;
+    let embedder = a.model.load()?;
+    let folder = candle_face::data::ImageFolder::scan(&a.data)?;
+    let mut gallery = Gallery::for_embedder(&embedder)?;
+    let mut skipped = 0usize;
+    for person in &folder.people {
+        let (emb, kept, failures) = match embedder.embed_images_lossy(&person.images) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("skipped person {}: {e}", person.name);
+                skipped += person.images.len();
+                continue;
+            }
+        };
+        for f in &failures {
+            eprintln!("skipped {f}");
+        }
+        skipped += failures.len();
+        let rows = emb.to_vec2::<f32>()?;
+        for (row, _) in rows.iter().zip(kept) {
+            gallery.add(&person.name, row)?;
+        }
+    }
+    if gallery.is_empty() {
+        bail!("{}: no image could be enrolled", a.data.display());
+    }
+    gallery.save(&a.out)?;
+    eprintln!(
+        "enrolled {} people ({} images{}) into {}",
+        gallery.people().len(),
+        gallery.len(),
+        if skipped > 0 {
+            format!(", {skipped} skipped")
+        } else {
+            String::new()
+        },
+        a.out.display()
+    );
+    Ok(())
+}
+
+/// Arguments of `identify`.
+#[derive(Debug, clap::Args)]
+pub struct IdentifyArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    detect: DetectArgs,
+    /// Gallery written by `enroll` with the same model.
+    #[arg(long, short = 'g')]
+    gallery: PathBuf,
+    /// Number of nearest people to list.
+    #[arg(long, default_value_t = 1)]
+    top_k: usize,
+    /// Distance threshold beyond which the answer is "unknown" (default: the model's).
+    #[arg(long)]
+    threshold: Option<f32>,
+    /// Print one JSON object per line.
+    #[arg(long)]
+    json: bool,
+    /// Query images.
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+}
+
+/// Runs `identify`.
+pub fn run_identify(a: IdentifyArgs) -> Result<()> {
+    a.detect.check()?;
+    let embedder = a.model.load()?;
+    let gallery = Gallery::load(&a.gallery)?;
+    gallery.check_model(&embedder)?;
+    let Some(threshold) = a.threshold.or(embedder.config().threshold) else {
+        bail!("the model has no calibrated threshold: pass --threshold");
+    };
+    let (emb, kept, failures) = embedder.embed_images_lossy(&a.images)?;
+    for f in &failures {
+        eprintln!("skipped {f}");
+    }
+    let rows = emb.to_vec2::<f32>()?;
+    for (row, i) in rows.iter().zip(kept) {
+        let r = gallery.identify(row, a.top_k, threshold)?;
+        let path = a.images[i].display().to_string();
+        if a.json {
+            let v = serde_json::json!({
+                "image": path,
+                "identity": r.identity.as_deref().unwrap_or("unknown"),
+                "known": r.identity.is_some(),
+                "candidates": r.candidates,
+                "threshold": r.threshold,
+            });
+            println!("{v}");
+        } else {
+            let who = r.identity.as_deref().unwrap_or("unknown");
+            let list: Vec<String> = r
+                .candidates
+                .iter()
+                .map(|c| format!("{} {:.4}", c.name, c.distance))
+                .collect();
+            println!("{path}: {who}  [{}]", list.join(", "));
+        }
+    }
+    if !failures.is_empty() && rows.is_empty() {
+        bail!("no query image could be used");
+    }
+    Ok(())
+}

@@ -1,0 +1,315 @@
+//! `candle-face train`.
+
+use anyhow::{bail, Result};
+use candle_face::data::augment::Augment;
+use candle_face::data::preprocess::Preprocess;
+use candle_face::loss::{Distance, Mining, TripletLoss};
+use candle_face::model::{Architecture, CompactCnnConfig};
+use candle_face::train::{train, Duration, NanPolicy, TrainEvent, TrainOptions};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::path::PathBuf;
+
+/// Arguments of `train`.
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// Labelled image folder: `DIR/<person>/<image>`.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Output directory: model folder, `checkpoints/`, `metrics.jsonl`.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Train for this many epochs (passes over the training images).
+    #[arg(long, conflicts_with = "steps")]
+    pub epochs: Option<f64>,
+    /// Train for this many optimizer steps.
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// People per batch (P).
+    #[arg(long, default_value_t = 16)]
+    pub people: usize,
+    /// Images per person per batch (K).
+    #[arg(long, default_value_t = 4)]
+    pub images_per_person: usize,
+    /// Triplet mining: batch-all, batch-hard or semi-hard.
+    #[arg(long, default_value = "batch-hard")]
+    pub loss: Mining,
+    /// Triplet margin.
+    #[arg(long, default_value_t = 0.2)]
+    pub margin: f32,
+    /// Soft margin: softplus(d(a,p) - d(a,n)) instead of the hinge (batch-hard, batch-all).
+    #[arg(long)]
+    pub soft_margin: bool,
+    /// Distance: euclidean, squared-euclidean or cosine.
+    #[arg(long, default_value = "euclidean", value_parser = parse_distance)]
+    pub distance: Distance,
+    /// Peak learning rate (AdamW).
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// AdamW decoupled weight decay (conv and linear weights only).
+    #[arg(long, default_value_t = 5e-4)]
+    pub weight_decay: f64,
+    /// Linear warm-up steps.
+    #[arg(long, default_value_t = 100)]
+    pub warmup_steps: u64,
+    /// Fraction of people held out for validation (identity-disjoint).
+    #[arg(long, default_value_t = 0.1)]
+    pub val_fraction: f32,
+    /// Maximum number of same-person validation pairs (as many different pairs are drawn).
+    #[arg(long, default_value_t = 500)]
+    pub val_pairs: usize,
+    /// Seed for the split, the sampler and augmentation.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Continue from the newest checkpoint in OUT/checkpoints.
+    #[arg(long)]
+    pub resume: bool,
+    /// Write a checkpoint every N steps (and at each epoch end).
+    #[arg(long, default_value_t = 200)]
+    pub checkpoint_every: u64,
+    /// Log a metrics.jsonl line every N steps.
+    #[arg(long, default_value_t = 10)]
+    pub log_every: u64,
+    /// Validate every N epochs (0: only before and after training).
+    #[arg(long, default_value_t = 1.0)]
+    pub validate_every: f64,
+    /// What to do when the loss becomes NaN/Inf: stop or skip.
+    #[arg(long, default_value = "stop")]
+    pub nan_policy: NanPolicy,
+    /// Input side in pixels for the compact CNN.
+    #[arg(long, default_value_t = 64)]
+    pub image_size: u32,
+    /// Centre crop as a fraction of the shorter image side before resizing.
+    #[arg(long, default_value_t = 0.5)]
+    pub crop_fraction: f32,
+    /// Channels of the compact CNN's stages, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "32,64,128,256")]
+    pub channels: Vec<usize>,
+    /// Conv blocks per stage of the compact CNN.
+    #[arg(long, default_value_t = 1)]
+    pub blocks_per_stage: usize,
+    /// Embedding size.
+    #[arg(long, default_value_t = 128)]
+    pub embedding_dim: usize,
+    /// Disable training augmentation.
+    #[arg(long)]
+    pub no_augment: bool,
+    /// Test-time flip augmentation: average the embeddings of the image and its mirror image.
+    #[arg(long)]
+    pub flip_tta: bool,
+    /// No progress bar (plain log lines instead).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+fn parse_distance(s: &str) -> Result<Distance, String> {
+    match s {
+        "euclidean" => Ok(Distance::Euclidean),
+        "squared-euclidean" | "squared" => Ok(Distance::SquaredEuclidean),
+        "cosine" => Ok(Distance::Cosine),
+        _ => Err(format!(
+            "unknown distance {s:?} (euclidean, squared-euclidean, cosine)"
+        )),
+    }
+}
+
+impl TrainArgs {
+    /// The library options these arguments describe.
+    pub fn options(&self) -> Result<TrainOptions> {
+        let mut o = TrainOptions::new(&self.data, &self.out);
+        let arch = CompactCnnConfig {
+            channels: self.channels.clone(),
+            blocks_per_stage: self.blocks_per_stage,
+            embedding_dim: self.embedding_dim,
+            image_size: self.image_size as usize,
+            ..Default::default()
+        };
+        arch.validate()?;
+        o.architecture = Architecture::CompactCnn(arch);
+        o.preprocess = Preprocess {
+            image_size: self.image_size,
+            crop_fraction: self.crop_fraction,
+            flip_tta: self.flip_tta,
+            ..Preprocess::compact_default()
+        };
+        if self.no_augment {
+            o.augment = Augment::none();
+        }
+        o.loss = TripletLoss {
+            mining: self.loss,
+            margin: self.margin,
+            distance: self.distance,
+            soft: self.soft_margin,
+        };
+        o.people_per_batch = self.people;
+        o.images_per_person = self.images_per_person;
+        o.duration = match (self.epochs, self.steps) {
+            (Some(e), None) => Duration::Epochs(e),
+            (None, Some(s)) => Duration::Steps(s),
+            (None, None) => Duration::Epochs(10.0),
+            (Some(_), Some(_)) => bail!("give --epochs or --steps, not both"),
+        };
+        o.optimizer.lr = self.lr;
+        o.optimizer.weight_decay = self.weight_decay;
+        o.warmup_steps = self.warmup_steps;
+        o.val_fraction = self.val_fraction;
+        o.val_pairs = self.val_pairs;
+        o.seed = self.seed;
+        o.resume = self.resume;
+        o.checkpoint_every = self.checkpoint_every;
+        o.log_every = self.log_every;
+        o.validate_every_epochs = self.validate_every;
+        o.nan_policy = self.nan_policy;
+        Ok(o)
+    }
+}
+
+/// Renders training events as a progress bar (or plain lines when not on a terminal).
+pub struct Reporter {
+    bar: ProgressBar,
+    plain_every: u64,
+}
+
+impl Reporter {
+    /// A reporter; `quiet` disables the bar.
+    pub fn new(quiet: bool) -> Self {
+        let bar = ProgressBar::with_draw_target(
+            Some(0),
+            if quiet {
+                ProgressDrawTarget::hidden()
+            } else {
+                ProgressDrawTarget::stderr()
+            },
+        );
+        Self {
+            bar,
+            plain_every: 50,
+        }
+    }
+
+    fn say(&self, msg: String) {
+        if self.bar.is_hidden() {
+            eprintln!("{msg}");
+        } else {
+            self.bar.println(msg);
+        }
+    }
+
+    /// Handles one event.
+    pub fn event(&mut self, e: TrainEvent) {
+        match e {
+            TrainEvent::Dataset {
+                summary,
+                train_people,
+                train_images,
+                val_people,
+                val_pairs,
+                notes,
+            } => {
+                self.say(format!("data: {summary}"));
+                self.say(format!(
+                    "split: {train_people} training people ({train_images} images), {val_people} validation people, {val_pairs} pairs for validation"
+                ));
+                for n in notes {
+                    self.say(format!("note: {n}"));
+                }
+            }
+            TrainEvent::Caching { .. } => {}
+            TrainEvent::Skipped { path, reason } => {
+                self.say(format!("skipped {}: {reason}", path.display()))
+            }
+            TrainEvent::Start {
+                start_step,
+                total_steps,
+                steps_per_epoch,
+                resumed_from,
+            } => {
+                if let Some(p) = resumed_from {
+                    self.say(format!("resuming from {} (step {start_step})", p.display()));
+                }
+                self.say(format!(
+                    "training {total_steps} steps ({steps_per_epoch} per epoch)"
+                ));
+                self.bar.set_length(total_steps);
+                self.bar.set_position(start_step);
+                self.bar.reset_eta();
+                self.bar.set_style(
+                    ProgressStyle::with_template(
+                        "{bar:30} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                );
+                self.plain_every = (total_steps / 20).max(1);
+            }
+            TrainEvent::Step {
+                step,
+                total_steps,
+                loss,
+                active_fraction,
+                lr,
+                images_per_s,
+            } => {
+                let msg = format!(
+                    "loss {loss:.4} active {:.1}% lr {lr:.2e} {images_per_s:.0} img/s",
+                    active_fraction * 100.0
+                );
+                self.bar.set_position(step);
+                self.bar.set_message(msg.clone());
+                if self.bar.is_hidden() && (step % self.plain_every == 0 || step == total_steps) {
+                    eprintln!("step {step}/{total_steps} {msg}");
+                }
+            }
+            TrainEvent::NonFiniteLoss { step } => {
+                self.say(format!("step {step}: loss is not finite, step skipped"))
+            }
+            TrainEvent::Validation {
+                step,
+                epoch,
+                result,
+            } => self.say(format!(
+                "validation at step {step} (epoch {epoch:.2}): accuracy {:.2}% at threshold {:.4}, AUC {:.4} on {} pairs",
+                result.accuracy * 100.0,
+                result.threshold,
+                result.auc,
+                result.pairs
+            )),
+            TrainEvent::Checkpoint { step, path } => {
+                if self.bar.is_hidden() {
+                    eprintln!("checkpoint at step {step}: {}", path.display());
+                }
+            }
+            TrainEvent::Warning(w) => self.say(format!("warning: {w}")),
+            TrainEvent::Finished { summary, threshold } => {
+                self.bar.finish_and_clear();
+                eprintln!(
+                    "done: {} steps in {:.0} s ({:.1} images/s)",
+                    summary.steps, summary.wall_time_s, summary.images_per_s
+                );
+                if let (Some(b), Some(a)) = (summary.val_accuracy_before, summary.val_accuracy) {
+                    eprintln!(
+                        "validation accuracy: {:.2}% before training, {:.2}% after (AUC {:.4})",
+                        b * 100.0,
+                        a * 100.0,
+                        summary.val_auc.unwrap_or(f32::NAN)
+                    );
+                }
+                match threshold {
+                    Some(t) => eprintln!("calibrated threshold: {t:.4}"),
+                    None => eprintln!("no threshold calibrated"),
+                }
+            }
+        }
+    }
+}
+
+/// Runs `train`.
+pub fn run(a: TrainArgs) -> Result<()> {
+    let opts = a.options()?;
+    let mut reporter = Reporter::new(a.quiet);
+    let outcome = train(&opts, &mut |e| reporter.event(e))?;
+    eprintln!(
+        "model folder: {} ({} steps)",
+        opts.out.display(),
+        outcome.steps
+    );
+    Ok(())
+}

@@ -1,0 +1,225 @@
+//! Training-time augmentation on cached sources: random scale and translation of the crop
+//! window, horizontal flip, brightness and contrast jitter (the light augmentation of FaceNet,
+//! Schroff et al. 2015, and of facenet-pytorch's training examples; colour jitter as in
+//! torchvision's `ColorJitter`).
+//!
+//! [`Augment::apply`] works on a source made by
+//! [`Preprocess::prepare_source`](super::Preprocess::prepare_source): the recipe's window is the
+//! central `out_size` pixels of the source, and the jittered window is sampled around it by
+//! bilinear interpolation, so with zero jitter the result is exactly
+//! [`Preprocess::from_source`](super::Preprocess::from_source).
+
+use image::RgbImage;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use super::resample::window_bilinear;
+use crate::{Error, Result};
+
+/// Augmentation strengths; every jitter is drawn uniformly in `[−x, +x]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Augment {
+    /// Mirror left–right with probability ½.
+    pub flip: bool,
+    /// The window side is multiplied by `1 + u`, `u ∈ [−scale_jitter, scale_jitter]`.
+    pub scale_jitter: f32,
+    /// The window centre moves by `u·out_size` pixels on each axis, `u ∈ [−t, t]`.
+    pub translate_jitter: f32,
+    /// Values are multiplied by `1 + u`, `u ∈ [−brightness, brightness]`.
+    pub brightness: f32,
+    /// Values move away from (or towards) the image's mean grey by the factor `1 + u`,
+    /// `u ∈ [−contrast, contrast]`.
+    pub contrast: f32,
+}
+
+impl Default for Augment {
+    /// Modest augmentation: flip, ±10% scale, ±5% shift, ±20% brightness and contrast.
+    fn default() -> Self {
+        Augment {
+            flip: true,
+            scale_jitter: 0.1,
+            translate_jitter: 0.05,
+            brightness: 0.2,
+            contrast: 0.2,
+        }
+    }
+}
+
+/// Uniform in `[−a, a]`; exactly 0 without touching the generator when `a == 0`.
+fn jitter(rng: &mut impl Rng, a: f32) -> f32 {
+    if a == 0.0 {
+        0.0
+    } else {
+        (rng.random::<f32>() * 2.0 - 1.0) * a
+    }
+}
+
+impl Augment {
+    /// No augmentation at all: [`apply`](Self::apply) returns the centre window.
+    pub fn none() -> Augment {
+        Augment {
+            flip: false,
+            scale_jitter: 0.0,
+            translate_jitter: 0.0,
+            brightness: 0.0,
+            contrast: 0.0,
+        }
+    }
+
+    /// Checks that every strength is finite, non-negative and below 1.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the field.
+    pub fn validate(&self) -> Result<()> {
+        for (name, v) in [
+            ("scale_jitter", self.scale_jitter),
+            ("translate_jitter", self.translate_jitter),
+            ("brightness", self.brightness),
+            ("contrast", self.contrast),
+        ] {
+            if !(v.is_finite() && (0.0..1.0).contains(&v)) {
+                return Err(Error::InvalidArgument(format!(
+                    "augment.{name} must be in [0, 1), got {v}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// A randomly jittered `out_size × out_size` view of `src` (see the module documentation).
+    ///
+    /// Random numbers are drawn in a fixed order (scale, x shift, y shift, flip, brightness,
+    /// contrast; a zero strength draws nothing), so a seeded `rng` gives a reproducible result.
+    /// Values are clamped to 0–255.
+    pub fn apply(&self, src: &RgbImage, out_size: u32, rng: &mut impl Rng) -> RgbImage {
+        let out_size = out_size.max(1);
+        let (w, h) = src.dimensions();
+        let side = (out_size as f32 * (1.0 + jitter(rng, self.scale_jitter))).max(1.0);
+        let dx = jitter(rng, self.translate_jitter) * out_size as f32;
+        let dy = jitter(rng, self.translate_jitter) * out_size as f32;
+        let mirror = self.flip && rng.random_bool(0.5);
+        let x0 = (w as f32 - side) / 2.0 + dx;
+        let y0 = (h as f32 - side) / 2.0 + dy;
+        let mut img = window_bilinear(src, x0, y0, side, out_size, mirror);
+
+        let b = 1.0 + jitter(rng, self.brightness);
+        let c = 1.0 + jitter(rng, self.contrast);
+        if b != 1.0 || c != 1.0 {
+            // Brightness, then contrast around the mean grey (ITU-R 601 luma) of the
+            // brightened image, as torchvision's ColorJitter does.
+            let n = (img.width() * img.height()).max(1) as f32;
+            let grey: f32 = img
+                .pixels()
+                .map(|p| 0.299 * p.0[0] as f32 + 0.587 * p.0[1] as f32 + 0.114 * p.0[2] as f32)
+                .sum::<f32>()
+                * b
+                / n;
+            for v in img.iter_mut() {
+                let x = *v as f32 * b;
+                let x = (x - grey) * c + grey;
+                *v = x.round().clamp(0.0, 255.0) as u8;
+            }
+        }
+        img
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::Preprocess;
+    use rand::SeedableRng;
+
+    fn source(pre: &Preprocess) -> RgbImage {
+        let img = RgbImage::from_fn(120, 100, |x, y| {
+            image::Rgb([
+                (x * 2) as u8,
+                (y * 2) as u8,
+                ((x * 13 + y * 29) % 256) as u8,
+            ])
+        });
+        pre.prepare_source(&img, 0.15)
+    }
+
+    #[test]
+    fn zero_jitter_equals_from_source() {
+        let pre = Preprocess::compact_default();
+        let src = source(&pre);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+        let a = Augment::none().apply(&src, pre.image_size, &mut rng);
+        assert_eq!(a, pre.from_source(&src, 0.15));
+    }
+
+    #[test]
+    fn flip_flips() {
+        let pre = Preprocess::compact_default();
+        let src = source(&pre);
+        let only_flip = Augment {
+            flip: true,
+            ..Augment::none()
+        };
+        let centre = pre.from_source(&src, 0.15);
+        let mirrored = image::imageops::flip_horizontal(&centre);
+        let (mut seen_flip, mut seen_plain) = (false, false);
+        for seed in 0..20 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let a = only_flip.apply(&src, 64, &mut rng);
+            if a == mirrored {
+                seen_flip = true;
+            } else {
+                assert_eq!(a, centre);
+                seen_plain = true;
+            }
+        }
+        assert!(seen_flip && seen_plain);
+    }
+
+    #[test]
+    fn jitter_changes_and_is_seeded() {
+        let pre = Preprocess::compact_default();
+        let src = source(&pre);
+        let aug = Augment::default();
+        let run = |seed| aug.apply(&src, 64, &mut rand::rngs::StdRng::seed_from_u64(seed));
+        assert_eq!(run(3), run(3));
+        assert_ne!(run(3), run(4));
+        assert_ne!(run(3), pre.from_source(&src, 0.15));
+        assert_eq!(run(3).dimensions(), (64, 64));
+    }
+
+    #[test]
+    fn strong_brightness_saturates_within_range() {
+        // Values are u8 so 0..=255 holds by type; check saturation is a clamp, not a wrap.
+        let src = RgbImage::from_pixel(74, 74, image::Rgb([250, 5, 128]));
+        let aug = Augment {
+            brightness: 0.9,
+            ..Augment::none()
+        };
+        for seed in 0..50 {
+            let a = aug.apply(&src, 64, &mut rand::rngs::StdRng::seed_from_u64(seed));
+            let p = a.get_pixel(10, 10).0;
+            // Brightening never makes 250 smaller than it gets darker; R ≥ G always.
+            assert!(p[0] >= p[2] && p[2] >= p[1], "{p:?}");
+            // A bright draw saturates R at 255 rather than wrapping to a small value.
+            if p[2] > 128 {
+                assert!(p[0] == 255 || p[0] > 250);
+            }
+        }
+    }
+
+    #[test]
+    fn validate_rejects_bad_strengths() {
+        assert!(Augment::default().validate().is_ok());
+        assert!(Augment {
+            contrast: -0.1,
+            ..Augment::default()
+        }
+        .validate()
+        .is_err());
+        assert!(Augment {
+            brightness: f32::NAN,
+            ..Augment::default()
+        }
+        .validate()
+        .is_err());
+    }
+}

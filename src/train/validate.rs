@@ -1,0 +1,167 @@
+//! Validation during training: identity-disjoint pairs, embedded without augmentation, scored by
+//! accuracy at the best threshold and ROC AUC.
+
+use crate::data::loader::{eval_tensor, ImageCache};
+use crate::data::preprocess::Preprocess;
+use crate::infer::embedding_distance;
+use crate::loss::Distance;
+use crate::model::EmbeddingNet;
+use crate::Result;
+use candle_core::{Device, ModuleT, Tensor};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use std::collections::{BTreeSet, HashMap};
+
+/// Validation pairs over the images of an [`ImageCache`].
+#[derive(Debug, Clone, Default)]
+pub struct ValPairs {
+    /// The distinct images, as (label, image index) in the cache.
+    pub items: Vec<(usize, usize)>,
+    /// Pairs as (index into `items`, index into `items`, same person).
+    pub pairs: Vec<(usize, usize, bool)>,
+}
+
+impl ValPairs {
+    /// Deterministic pairs: up to `max_each` same-person pairs (drawn from all possible ones) and as
+    /// many different-person pairs, never an image with itself, no pair twice.
+    pub fn generate(images_per_person: &[usize], max_each: usize, seed: u64) -> Self {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut same = Vec::new();
+        for (p, &n) in images_per_person.iter().enumerate() {
+            for i in 0..n {
+                for j in i + 1..n {
+                    same.push(((p, i), (p, j)));
+                }
+            }
+        }
+        same.shuffle(&mut rng);
+        same.truncate(max_each);
+        let people: Vec<usize> = (0..images_per_person.len())
+            .filter(|&p| images_per_person[p] > 0)
+            .collect();
+        let mut diff = BTreeSet::new();
+        let want = same.len();
+        let mut attempts = 0usize;
+        if people.len() >= 2 {
+            while diff.len() < want && attempts < want * 50 + 100 {
+                attempts += 1;
+                let pa = people[rng.random_range(0..people.len())];
+                let pb = people[rng.random_range(0..people.len())];
+                if pa == pb {
+                    continue;
+                }
+                let a = (pa, rng.random_range(0..images_per_person[pa]));
+                let b = (pb, rng.random_range(0..images_per_person[pb]));
+                diff.insert(if a < b { (a, b) } else { (b, a) });
+            }
+        }
+        let mut index: HashMap<(usize, usize), usize> = HashMap::new();
+        let mut items = Vec::new();
+        let mut id = |x: (usize, usize)| -> usize {
+            *index.entry(x).or_insert_with(|| {
+                items.push(x);
+                items.len() - 1
+            })
+        };
+        let mut pairs = Vec::with_capacity(same.len() + diff.len());
+        for (a, b) in same {
+            pairs.push((id(a), id(b), true));
+        }
+        for (a, b) in diff {
+            pairs.push((id(a), id(b), false));
+        }
+        Self { items, pairs }
+    }
+
+    /// Number of pairs.
+    pub fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    /// True when there are no pairs.
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+
+    /// True when both same and different pairs exist (metrics need both).
+    pub fn usable(&self) -> bool {
+        self.pairs.iter().any(|p| p.2) && self.pairs.iter().any(|p| !p.2)
+    }
+}
+
+/// Validation figures.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct ValResult {
+    /// Accuracy at the best threshold.
+    pub accuracy: f32,
+    /// The best threshold.
+    pub threshold: f32,
+    /// ROC AUC.
+    pub auc: f32,
+    /// Number of pairs.
+    pub pairs: usize,
+}
+
+/// Embeds the items of `pairs` (evaluation mode, batches of `batch`) and returns the pair distances.
+pub fn pair_distances(
+    net: &EmbeddingNet,
+    cache: &ImageCache,
+    pre: &Preprocess,
+    pairs: &ValPairs,
+    distance: Distance,
+    device: &Device,
+    batch: usize,
+) -> Result<Vec<f32>> {
+    let mut rows: Vec<Vec<f32>> = Vec::with_capacity(pairs.items.len());
+    for chunk in pairs.items.chunks(batch.max(1)) {
+        let x = eval_tensor(cache, pre, chunk, device)?;
+        let mut e = net.forward_t(&x, false)?;
+        if pre.flip_tta {
+            let ef = net.forward_t(&x.flip(&[3])?, false)?;
+            e = crate::model::layers::l2_normalize(&(e + ef)?)?;
+        }
+        let e: Tensor = e.to_device(&Device::Cpu)?;
+        rows.extend(e.to_vec2::<f32>()?);
+    }
+    Ok(pairs
+        .pairs
+        .iter()
+        .map(|&(a, b, _)| embedding_distance(&rows[a], &rows[b], distance))
+        .collect())
+}
+
+/// Scores distances against the pairs' labels.
+pub fn score(distances: &[f32], pairs: &ValPairs) -> Result<ValResult> {
+    let same: Vec<bool> = pairs.pairs.iter().map(|p| p.2).collect();
+    let (threshold, accuracy) = crate::eval::metrics::best_threshold(distances, &same)?;
+    let auc = crate::eval::metrics::auc(&crate::eval::metrics::roc(distances, &same)?);
+    Ok(ValResult {
+        accuracy,
+        threshold,
+        auc,
+        pairs: pairs.len(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_are_valid_distinct_and_deterministic() {
+        let counts = [3, 1, 4, 2, 0, 5];
+        let a = ValPairs::generate(&counts, 10, 7);
+        let b = ValPairs::generate(&counts, 10, 7);
+        assert_eq!(a.pairs, b.pairs);
+        assert_eq!(a.pairs.iter().filter(|p| p.2).count(), 10);
+        assert_eq!(a.pairs.iter().filter(|p| !p.2).count(), 10);
+        let mut seen = BTreeSet::new();
+        for &(x, y, same) in &a.pairs {
+            let (ix, iy) = (a.items[x], a.items[y]);
+            assert_ne!(ix, iy);
+            assert_eq!(same, ix.0 == iy.0);
+            assert!(ix.1 < counts[ix.0] && iy.1 < counts[iy.0]);
+            assert!(seen.insert((ix.min(iy), ix.max(iy))));
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! The command line, end to end on generated images: train, resume, verify --json, embed.
+
+use assert_cmd::Command;
+use std::path::Path;
+
+fn cli() -> Command {
+    Command::cargo_bin("candle-face").unwrap()
+}
+
+fn train_args<'a>(data: &'a Path, out: &'a Path, steps: &'a str) -> Vec<std::ffi::OsString> {
+    [
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--steps",
+        steps,
+        "--image-size",
+        "32",
+        "--crop-fraction",
+        "0.9",
+        "--channels",
+        "8,16",
+        "--embedding-dim",
+        "16",
+        "--people",
+        "4",
+        "--images-per-person",
+        "3",
+        "--val-fraction",
+        "0.3",
+        "--checkpoint-every",
+        "5",
+        "--log-every",
+        "2",
+        "--warmup-steps",
+        "2",
+        "--quiet",
+    ]
+    .iter()
+    .map(Into::into)
+    .collect()
+}
+
+#[test]
+fn train_resume_verify_embed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let out = tmp.path().join("run");
+    let people = candle_face::demo::write_dataset(&data, 10, 4, 40, 3).unwrap();
+    std::fs::write(data.join("person_000").join("notes.txt"), "not an image").unwrap();
+
+    // First run: 6 steps, then a second run to 12 steps with --resume.
+    cli().args(train_args(&data, &out, "6")).assert().success();
+    // Refuses to clobber an existing run without --resume.
+    let refused = cli().args(train_args(&data, &out, "12")).assert().failure();
+    let stderr = String::from_utf8_lossy(&refused.get_output().stderr).to_string();
+    assert!(stderr.contains("--resume"), "{stderr}");
+    let mut args = train_args(&data, &out, "12");
+    args.push("--resume".into());
+    let resumed = cli().args(args).assert().success();
+    let stderr = String::from_utf8_lossy(&resumed.get_output().stderr).to_string();
+    assert!(stderr.contains("resuming from"), "{stderr}");
+    assert!(stderr.contains("1 non-image"), "{stderr}");
+
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["training"]["steps"], 12);
+    let threshold = cfg["threshold"].as_f64().unwrap();
+    let steps: Vec<u64> = std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("loss").is_some())
+        .map(|v| v["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, vec![2, 4, 6, 8, 10, 12]);
+
+    // verify --json prints exactly the JSON object on stdout.
+    let (a, b) = (&people[0][0], &people[0][1]);
+    let o = cli()
+        .args(["verify", "--no-detect", "--json", "--model"])
+        .arg(&out)
+        .arg(a)
+        .arg(b)
+        .assert()
+        .success();
+    let stdout = String::from_utf8(o.get_output().stdout.clone()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let obj = v.as_object().unwrap();
+    assert_eq!(obj.len(), 3);
+    let d = v["distance"].as_f64().unwrap();
+    assert!((v["threshold"].as_f64().unwrap() - threshold).abs() < 1e-6);
+    assert_eq!(v["same"].as_bool().unwrap(), d <= threshold);
+
+    // The same image twice: distance 0, same; an explicit threshold overrides the model's.
+    let o = cli()
+        .args([
+            "verify",
+            "--no-detect",
+            "--json",
+            "--threshold",
+            "0.25",
+            "--model",
+        ])
+        .arg(&out)
+        .arg(a)
+        .arg(a)
+        .assert()
+        .success();
+    let v: serde_json::Value = serde_json::from_slice(&o.get_output().stdout).unwrap();
+    assert_eq!(v["distance"].as_f64().unwrap(), 0.0);
+    assert_eq!(v["threshold"].as_f64().unwrap(), 0.25);
+    assert_eq!(v["same"], true);
+
+    // embed: a folder expands to its images, sorted; rows equal the library's embeddings.
+    let emb_file = tmp.path().join("e.safetensors");
+    cli()
+        .args(["embed", "--no-detect", "--model"])
+        .arg(&out)
+        .arg("--out")
+        .arg(&emb_file)
+        .arg(data.join("person_001"))
+        .arg(a)
+        .assert()
+        .success();
+    let (t, paths) = candle_face::infer::read_embeddings(&emb_file).unwrap();
+    let mut expected: Vec<String> = people[1].iter().map(|p| p.display().to_string()).collect();
+    expected.push(a.display().to_string());
+    assert_eq!(paths, expected);
+    let lib = candle_face::infer::Embedder::load(&out)
+        .unwrap()
+        .embed_images(&paths)
+        .unwrap();
+    assert_eq!(t.to_vec2::<f32>().unwrap(), lib.to_vec2::<f32>().unwrap());
+}
+
+#[test]
+fn verify_missing_model_and_image_errors_name_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = cli()
+        .args(["verify", "--no-detect", "--model"])
+        .arg(tmp.path().join("nope"))
+        .args(["a.jpg", "b.jpg"])
+        .assert()
+        .failure();
+    let stderr = String::from_utf8_lossy(&o.get_output().stderr).to_string();
+    assert!(stderr.contains("nope"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -1,0 +1,31 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// The `shared/` folder (real data and parity fixtures): `$CANDLE_FACE_SHARED`, else `../shared`
+/// beside the crate. `None` (with a message on stderr) when it is missing.
+pub fn shared_dir() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("CANDLE_FACE_SHARED").map(PathBuf::from),
+        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared")),
+    ];
+    for c in candidates.into_iter().flatten() {
+        if c.join("data").is_dir() || c.join("fixtures").is_dir() {
+            return Some(c);
+        }
+    }
+    eprintln!("skipping: shared/ not found (set CANDLE_FACE_SHARED to the folder with data/ and fixtures/)");
+    None
+}
+
+/// A file or folder inside `shared/`, or `None` with a message when it is missing.
+pub fn shared_path(rel: &str) -> Option<PathBuf> {
+    let p = shared_dir()?.join(rel);
+    if p.exists() {
+        Some(p)
+    } else {
+        eprintln!("skipping: {} not found in shared/", p.display());
+        None
+    }
+}
