@@ -342,7 +342,7 @@ impl Loader {
     /// # Errors
     /// An error raised while building the batch, or [`Error::Msg`] if the loader thread has
     /// stopped.
-    pub fn next(&mut self) -> Result<Batch> {
+    pub fn next_batch(&mut self) -> Result<Batch> {
         let rx = self
             .rx
             .as_ref()
@@ -499,7 +499,7 @@ mod tests {
             assert_eq!(l.p(), 3);
             (0..n)
                 .map(|_| {
-                    let b = l.next().unwrap();
+                    let b = l.next_batch().unwrap();
                     (
                         b.images.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
                         b.labels.to_vec1::<u32>().unwrap(),
@@ -544,7 +544,7 @@ mod tests {
                 Device::Cpu,
             )
             .unwrap();
-            l.next().unwrap();
+            l.next_batch().unwrap();
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         let t = eval_tensor(&cache, &pre, &[(1, 0)], &Device::Cpu).unwrap();

@@ -87,7 +87,7 @@ impl Preprocess {
                 self.crop_fraction
             )));
         }
-        if !self.mean.is_finite() || !(self.std.is_finite() && self.std > 0.0) {
+        if !(self.mean.is_finite() && self.std.is_finite() && self.std > 0.0) {
             return Err(Error::InvalidArgument(format!(
                 "preprocess.mean must be finite and preprocess.std positive, got mean {} std {}",
                 self.mean, self.std

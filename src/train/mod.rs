@@ -301,13 +301,6 @@ pub struct TrainOutcome {
     pub steps: u64,
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 struct MetricsLog {
     path: PathBuf,
 }
@@ -426,10 +419,6 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
     let folder = ImageFolder::scan(&opts.data)?;
     let split = folder.split(opts.val_fraction, opts.seed);
     let mut notes: Vec<String> = split.note.iter().cloned().collect();
-    let progress = |done: usize, total: usize| {
-        let _ = (done, total);
-    };
-    let _ = progress;
     let mut caching = |done: usize, total: usize| on_event(TrainEvent::Caching { done, total });
     let train_cache = build_cache(&split.train, &opts.preprocess, &mut caching)?;
     let val_cache = if split.val.people.is_empty() {
@@ -604,7 +593,7 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
     while state.step < total_steps {
         let lr = schedule.lr(state.step);
         opt.set_lr(lr);
-        let batch = loader.next()?;
+        let batch = loader.next_batch()?;
         let saved_bn = if opts.nan_policy == NanPolicy::Skip {
             Some(bn_stats(&varmap)?)
         } else {
@@ -763,7 +752,6 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
         },
         notes,
     };
-    let _ = unix_now();
     cfg.training = Some(summary.clone());
     save_model(out, &cfg, &varmap)?;
     on_event(TrainEvent::Finished {
