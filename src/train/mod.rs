@@ -28,7 +28,7 @@ use optim::{AdamW, AdamWConfig};
 use schedule::LrSchedule;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 use validate::{ValPairs, ValResult};
@@ -476,13 +476,13 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
             _ => (&train_cache, &train_pairs),
         };
     let train_images: usize = train_cache.images_per_person().iter().sum();
+    let train_people = train_cache.num_people();
+    let val_people = val_cache.as_ref().map_or(0, |c| c.num_people());
     on_event(TrainEvent::Dataset {
         summary: folder.summary(),
-        train_people: train_cache.images_per_person().len(),
+        train_people,
         train_images,
-        val_people: val_cache
-            .as_ref()
-            .map_or(0, |c| c.images_per_person().len()),
+        val_people,
         val_pairs: score_pairs.len(),
         notes: notes.clone(),
     });
@@ -731,11 +731,9 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
     let wall = state.elapsed_s;
     let summary = TrainingSummary {
         data: opts.data.display().to_string(),
-        train_people: train_cache.images_per_person().len(),
+        train_people,
         train_images,
-        val_people: val_cache
-            .as_ref()
-            .map_or(0, |c| c.images_per_person().len()),
+        val_people,
         val_pairs: score_pairs.len(),
         calibrated_on_train: calibrate_on_train,
         steps: state.step,
@@ -783,9 +781,4 @@ fn build_cache(
     let cache = ImageCache::build(folder, pre, CACHE_MARGIN, None)?;
     progress(total, total);
     Ok(cache)
-}
-
-/// Where the model folder of a finished run lives (the `out` directory itself).
-pub fn model_dir(out: &Path) -> &Path {
-    out
 }
