@@ -63,7 +63,6 @@ fn pool(x: &Tensor, kernel: usize, stride: usize, fuse_relu: bool) -> Result<Ten
 /// Sizes of one pooling.
 #[derive(Debug, Clone, Copy)]
 struct PoolGeom {
-    h: usize,
     w: usize,
     oh: usize,
     ow: usize,
