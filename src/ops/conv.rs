@@ -653,7 +653,10 @@ mod tests {
     }
 
     /// Shapes: (x dims, w dims, stride, padding).
-    const CASES: &[([usize; 4], [usize; 4], usize, (usize, usize))] = &[
+    /// x dims, w dims, stride, (pad_h, pad_w).
+    type Case = ([usize; 4], [usize; 4], usize, (usize, usize));
+
+    const CASES: &[Case] = &[
         ([2, 3, 8, 8], [4, 3, 3, 3], 1, (1, 1)),
         ([2, 3, 9, 7], [5, 3, 3, 3], 2, (1, 1)),
         ([3, 4, 6, 6], [6, 4, 1, 1], 1, (0, 0)),

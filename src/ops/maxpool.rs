@@ -77,7 +77,6 @@ impl PoolGeom {
         }
         let (oh, ow) = ((h - kernel) / stride + 1, (w - kernel) / stride + 1);
         Ok(Self {
-            h,
             w,
             oh,
             ow,
