@@ -22,6 +22,7 @@ pub mod fsutil;
 pub mod infer;
 pub mod loss;
 pub mod model;
+pub mod ops;
 pub mod train;
 
 pub use error::{Error, Result};

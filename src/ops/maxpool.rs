@@ -1,0 +1,492 @@
+//! Max pooling (floor mode) with PyTorch's gradient rule, an optional fused ReLU, and a
+//! one-pass ReLU, as candle custom ops.
+//!
+//! The gradient of each output goes entirely to the *first* maximum of its window in row-major
+//! order, as PyTorch's CPU `max_pool2d` (`if (val > maxval) || isnan(val)`). candle 0.11's own
+//! `max_pool2d` backward scales it by the mean of the max mask (1/4 for a unique maximum in a
+//! 2×2 window) and refuses kernel ≠ stride. Because `max` commutes with the monotone ReLU,
+//! `relu_max_pool2d(x) = max_pool2d(relu(x)) = relu(max_pool2d(x))`: the fused op applies the
+//! ReLU to the pooled values only and routes the gradient to the window's first maximum when it
+//! is positive, which is exactly what the unfused PyTorch pair computes.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::{f32_data, is_cpu_f32};
+
+/// Elements per parallel chunk of element-wise work.
+const CHUNK: usize = 1 << 15;
+
+/// Max pooling of `x` (N, C, H, W) with a `kernel`×`kernel` window every `stride` pixels, no
+/// padding, floor mode: output (N, C, (H − kernel)/stride + 1, (W − kernel)/stride + 1).
+///
+/// The gradient follows PyTorch (all of it to the first maximum of each window; overlapping
+/// windows, kernel > stride, add up). On other devices or dtypes this falls back to candle's
+/// `max_pool2d_with_stride`, whose backward is wrong in candle 0.11.
+pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize) -> Result<Tensor> {
+    pool(x, kernel, stride, false)
+}
+
+/// `max_pool2d(relu(x), kernel, stride)` in one pass, with the same gradient as the two ops
+/// in sequence (PyTorch's `ReLU` then `MaxPool2d`). Falls back to candle's ops off the CPU/f32.
+pub fn relu_max_pool2d(x: &Tensor, kernel: usize, stride: usize) -> Result<Tensor> {
+    pool(x, kernel, stride, true)
+}
+
+/// `max(x, 0)` element-wise, whose backward is a single pass `grad · [x > 0]` (candle's own
+/// ReLU backward allocates a mask, converts and multiplies). Falls back to `Tensor::relu`.
+pub fn relu(x: &Tensor) -> Result<Tensor> {
+    if !is_cpu_f32(x) {
+        return x.relu();
+    }
+    x.contiguous()?.apply_op1(ReluOp)
+}
+
+fn pool(x: &Tensor, kernel: usize, stride: usize, fuse_relu: bool) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    if kernel == 0 || stride == 0 || h < kernel || w < kernel {
+        candle_core::bail!(
+            "max_pool2d: kernel {kernel}, stride {stride} do not fit a {h}×{w} input"
+        )
+    }
+    if !is_cpu_f32(x) {
+        let x = if fuse_relu { x.relu()? } else { x.clone() };
+        return x.max_pool2d_with_stride(kernel, stride);
+    }
+    x.contiguous()?.apply_op1(MaxPoolOp {
+        kernel,
+        stride,
+        fuse_relu,
+    })
+}
+
+/// Sizes of one pooling.
+#[derive(Debug, Clone, Copy)]
+struct PoolGeom {
+    w: usize,
+    oh: usize,
+    ow: usize,
+    kernel: usize,
+    stride: usize,
+}
+
+impl PoolGeom {
+    fn new(h: usize, w: usize, kernel: usize, stride: usize) -> Result<Self> {
+        if kernel == 0 || stride == 0 || h < kernel || w < kernel {
+            candle_core::bail!("max_pool2d: kernel {kernel}, stride {stride} do not fit {h}×{w}")
+        }
+        let (oh, ow) = ((h - kernel) / stride + 1, (w - kernel) / stride + 1);
+        Ok(Self {
+            w,
+            oh,
+            ow,
+            kernel,
+            stride,
+        })
+    }
+
+    /// Index in the plane and value of the first maximum of the window of output (i, j).
+    #[inline]
+    fn argmax(&self, plane: &[f32], i: usize, j: usize) -> (usize, f32) {
+        let (r0, c0) = (i * self.stride, j * self.stride);
+        let mut best = (r0 * self.w + c0, plane[r0 * self.w + c0]);
+        for r in r0..r0 + self.kernel {
+            let row = &plane[r * self.w + c0..r * self.w + c0 + self.kernel];
+            for (c, &v) in row.iter().enumerate() {
+                if v > best.1 || (v.is_nan() && !best.1.is_nan()) {
+                    best = (r * self.w + c0 + c, v);
+                }
+            }
+        }
+        best
+    }
+}
+
+/// ReLU that keeps NaN (like PyTorch), unlike `f32::max`.
+#[inline]
+fn relu1(v: f32) -> f32 {
+    if v < 0.0 {
+        0.0
+    } else {
+        v
+    }
+}
+
+struct MaxPoolOp {
+    kernel: usize,
+    stride: usize,
+    fuse_relu: bool,
+}
+
+impl CustomOp1 for MaxPoolOp {
+    fn name(&self) -> &'static str {
+        "candle-face-max-pool2d"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = l.shape().dims4()?;
+        let g = PoolGeom::new(h, w, self.kernel, self.stride)?;
+        let x = f32_data(s, l, self.name())?;
+        let mut y = vec![0f32; n * c * g.oh * g.ow];
+        if !y.is_empty() {
+            y.par_chunks_mut(g.oh * g.ow)
+                .zip(x.par_chunks(h * w))
+                .for_each(|(out, plane)| {
+                    for i in 0..g.oh {
+                        for j in 0..g.ow {
+                            let m = g.argmax(plane, i, j).1;
+                            out[i * g.ow + j] = if self.fuse_relu { relu1(m) } else { m };
+                        }
+                    }
+                });
+        }
+        Ok((CpuStorage::F32(y), Shape::from((n, c, g.oh, g.ow))))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let op = MaxPoolGrad {
+            kernel: self.kernel,
+            stride: self.stride,
+            fuse_relu: self.fuse_relu,
+        };
+        Ok(Some(arg.apply_op2_no_bwd(&grad.contiguous()?, &op)?))
+    }
+}
+
+/// `(x, dY) → dX` for [`MaxPoolOp`].
+struct MaxPoolGrad {
+    kernel: usize,
+    stride: usize,
+    fuse_relu: bool,
+}
+
+impl CustomOp2 for MaxPoolGrad {
+    fn name(&self) -> &'static str {
+        "candle-face-max-pool2d-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = l1.shape().dims4()?;
+        let g = PoolGeom::new(h, w, self.kernel, self.stride)?;
+        if l2.dims() != [n, c, g.oh, g.ow] {
+            candle_core::bail!(
+                "{}: gradient shape {:?} does not fit",
+                self.name(),
+                l2.dims()
+            )
+        }
+        let x = f32_data(s1, l1, self.name())?;
+        let dy = f32_data(s2, l2, self.name())?;
+        let mut dx = vec![0f32; n * c * h * w];
+        if !dx.is_empty() && g.oh * g.ow > 0 {
+            dx.par_chunks_mut(h * w)
+                .zip(x.par_chunks(h * w).zip(dy.par_chunks(g.oh * g.ow)))
+                .for_each(|(dplane, (plane, dout))| {
+                    for i in 0..g.oh {
+                        for j in 0..g.ow {
+                            let (idx, m) = g.argmax(plane, i, j);
+                            if !self.fuse_relu || m > 0.0 {
+                                dplane[idx] += dout[i * g.ow + j];
+                            }
+                        }
+                    }
+                });
+        }
+        Ok((CpuStorage::F32(dx), Shape::from((n, c, h, w))))
+    }
+}
+
+struct ReluOp;
+
+impl CustomOp1 for ReluOp {
+    fn name(&self) -> &'static str {
+        "candle-face-relu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_data(s, l, self.name())?;
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .for_each(|(y, x)| y.iter_mut().zip(x).for_each(|(y, &x)| *y = relu1(x)));
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(arg.apply_op2_no_bwd(&grad.contiguous()?, &ReluGrad)?))
+    }
+}
+
+/// `(x, dY) → dY · [x > 0]`.
+struct ReluGrad;
+
+impl CustomOp2 for ReluGrad {
+    fn name(&self) -> &'static str {
+        "candle-face-relu-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        if l1.dims() != l2.dims() {
+            candle_core::bail!(
+                "{}: shapes {:?} and {:?} differ",
+                self.name(),
+                l1.dims(),
+                l2.dims()
+            )
+        }
+        let x = f32_data(s1, l1, self.name())?;
+        let dy = f32_data(s2, l2, self.name())?;
+        let mut dx = vec![0f32; x.len()];
+        dx.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
+            .for_each(|(dx, (x, dy))| {
+                for ((d, &x), &g) in dx.iter_mut().zip(x).zip(dy) {
+                    *d = if x > 0.0 { g } else { 0.0 };
+                }
+            });
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    /// Brute-force reference: forward values and PyTorch-rule gradient of `Σ y · r`.
+    fn pool_ref(
+        x: &[f32],
+        d: [usize; 4],
+        k: usize,
+        s: usize,
+        relu: bool,
+        r: &[f32],
+    ) -> (Vec<f32>, Vec<f32>) {
+        let [n, c, h, w] = d;
+        let (oh, ow) = ((h - k) / s + 1, (w - k) / s + 1);
+        let (mut y, mut dx) = (Vec::new(), vec![0f32; x.len()]);
+        for p in 0..n * c {
+            for i in 0..oh {
+                for j in 0..ow {
+                    let mut best: Option<(usize, f32)> = None;
+                    for a in 0..k {
+                        for b in 0..k {
+                            let idx = p * h * w + (i * s + a) * w + j * s + b;
+                            let v = if relu { x[idx].max(0.0) } else { x[idx] };
+                            if best.is_none_or(|(_, m)| v > m) {
+                                best = Some((idx, v));
+                            }
+                        }
+                    }
+                    let (idx, m) = best.unwrap();
+                    let out = y.len();
+                    y.push(m);
+                    if !relu || x[idx] > 0.0 {
+                        dx[idx] += r[out];
+                    }
+                }
+            }
+        }
+        (y, dx)
+    }
+
+    fn check(d: [usize; 4], k: usize, s: usize, relu: bool, x: Tensor) {
+        let xv = Var::from_tensor(&x).unwrap();
+        let y = if relu {
+            relu_max_pool2d(&xv, k, s)
+        } else {
+            max_pool2d(&xv, k, s)
+        }
+        .unwrap();
+        let r = Tensor::randn(0f32, 1., y.dims(), &Device::Cpu).unwrap();
+        let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let rs = r.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let (want_y, want_dx) = pool_ref(&xs, d, k, s, relu, &rs);
+        assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want_y);
+        let dx = g
+            .get(&xv)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        for (a, b) in dx.iter().zip(&want_dx) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn matches_brute_force_for_several_windows() {
+        for (d, k, s) in [
+            ([2, 3, 8, 8], 2, 2),
+            ([1, 2, 9, 7], 3, 2),
+            ([2, 1, 5, 6], 2, 1),
+            ([1, 2, 7, 7], 3, 3),
+        ] {
+            for relu in [false, true] {
+                let x = Tensor::randn(0f32, 1., &d, &Device::Cpu).unwrap();
+                check(d, k, s, relu, x);
+            }
+        }
+    }
+
+    #[test]
+    fn unique_maximum_gets_the_whole_gradient_and_ties_go_to_the_first() {
+        let x = Tensor::new(&[[[[1f32, 2.], [3., 4.]]]], &Device::Cpu).unwrap();
+        let xv = Var::from_tensor(&x).unwrap();
+        let g = max_pool2d(&xv, 2, 2)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let dx = g
+            .get(&xv)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(dx, [0., 0., 0., 1.]);
+        let x = Tensor::new(&[[[[5f32, 5.], [1., 5.]]]], &Device::Cpu).unwrap();
+        let xv = Var::from_tensor(&x).unwrap();
+        let g = max_pool2d(&xv, 2, 2)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let dx = g
+            .get(&xv)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(dx, [1., 0., 0., 0.]);
+        // All-negative window under the fused ReLU: output 0, no gradient.
+        let x = Tensor::new(&[[[[-1f32, -2.], [-3., -4.]]]], &Device::Cpu).unwrap();
+        let xv = Var::from_tensor(&x).unwrap();
+        let y = relu_max_pool2d(&xv, 2, 2).unwrap();
+        assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), [0.]);
+        let g = y.sum_all().unwrap().backward().unwrap();
+        let dx = g
+            .get(&xv)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(dx, [0., 0., 0., 0.]);
+    }
+
+    /// Central finite differences of `L = Σ max_pool(x) · r` (distinct values, so the argmax
+    /// does not move under the perturbation), overlapping 3/2 windows.
+    #[test]
+    fn gradient_matches_finite_differences() {
+        let d = [1, 2, 7, 7];
+        let n: usize = d.iter().product();
+        // A random permutation of distinct values spaced 0.1 apart.
+        let mut vals: Vec<f32> = (0..n).map(|i| i as f32 * 0.1 - 4.0).collect();
+        let perm = Tensor::rand(0f32, 1., n, &Device::Cpu)
+            .unwrap()
+            .arg_sort_last_dim(true)
+            .unwrap();
+        let perm = perm.to_vec1::<u32>().unwrap();
+        vals = perm.iter().map(|&p| vals[p as usize]).collect();
+        let x = Tensor::from_vec(vals.clone(), &d, &Device::Cpu).unwrap();
+        for relu in [false, true] {
+            let xv = Var::from_tensor(&x).unwrap();
+            let f = |t: &Tensor| {
+                if relu {
+                    relu_max_pool2d(t, 3, 2)
+                } else {
+                    max_pool2d(t, 3, 2)
+                }
+            };
+            let y = f(&xv).unwrap();
+            let r = Tensor::randn(0f32, 1., y.dims(), &Device::Cpu).unwrap();
+            let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let dx = g
+                .get(&xv)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let loss = |v: &[f32]| -> f64 {
+                let t = Tensor::from_vec(v.to_vec(), &d, &Device::Cpu).unwrap();
+                let y = f(&t)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap();
+                let r = r.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                y.iter().zip(&r).map(|(a, b)| *a as f64 * *b as f64).sum()
+            };
+            let eps = 0.01f32;
+            for i in 0..n {
+                let (mut p, mut m) = (vals.clone(), vals.clone());
+                p[i] += eps;
+                m[i] -= eps;
+                let fd = (loss(&p) - loss(&m)) / (2. * eps as f64);
+                assert!(
+                    (fd - dx[i] as f64).abs() < 1e-3,
+                    "x[{i}]: fd {fd} vs {}",
+                    dx[i]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn relu_matches_candle_values_and_gradient() {
+        let x = Tensor::randn(0f32, 1., (3, 4, 5), &Device::Cpu).unwrap();
+        let xv = Var::from_tensor(&x).unwrap();
+        let r = Tensor::randn(0f32, 1., (3, 4, 5), &Device::Cpu).unwrap();
+        let y = relu(&xv).unwrap();
+        assert_eq!(
+            y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            xv.relu()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        );
+        let g = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let dx = g
+            .get(&xv)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let rs = r.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for ((d, x), r) in dx.iter().zip(&xs).zip(&rs) {
+            assert_eq!(*d, if *x > 0.0 { *r } else { 0.0 });
+        }
+    }
+
+    #[test]
+    fn rejects_windows_larger_than_the_input() {
+        let x = Tensor::zeros((1, 1, 2, 2), candle_core::DType::F32, &Device::Cpu).unwrap();
+        assert!(max_pool2d(&x, 3, 1).is_err());
+        assert!(max_pool2d(&x, 2, 0).is_err());
+    }
+}
