@@ -38,9 +38,16 @@ fn main() -> candle_core::Result<()> {
     let cfg = InceptionResnetV1Config::default();
     let specs = expected_tensors(&cfg).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
     let vb = VarBuilder::from_tensors(fill_state_dict(&specs, &dev)?, DType::F32, &dev);
-    let model = InceptionResnetV1::new(&cfg, vb).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+    let model =
+        InceptionResnetV1::new(&cfg, vb).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
     let s = cfg.image_size;
-    let input = |n: usize| Tensor::from_vec(fill_tensor("bench.input", &[n, 3, s, s], false), (n, 3, s, s), &dev);
+    let input = |n: usize| {
+        Tensor::from_vec(
+            fill_tensor("bench.input", &[n, 3, s, s], false),
+            (n, 3, s, s),
+            &dev,
+        )
+    };
     let x1 = input(1)?;
     let x32 = input(32)?;
     let run = |x: &Tensor| {

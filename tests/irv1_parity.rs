@@ -26,7 +26,10 @@ fn shared_dir() -> Option<PathBuf> {
 }
 
 /// The model with every tensor filled by name, in `dtype`.
-fn filled_model(cfg: &InceptionResnetV1Config, dtype: DType) -> (InceptionResnetV1, HashMap<String, Tensor>) {
+fn filled_model(
+    cfg: &InceptionResnetV1Config,
+    dtype: DType,
+) -> (InceptionResnetV1, HashMap<String, Tensor>) {
     let specs = expected_tensors(cfg).unwrap();
     let tensors = fill_state_dict(&specs, &Device::Cpu).unwrap();
     let tensors: HashMap<String, Tensor> = tensors
@@ -38,13 +41,19 @@ fn filled_model(cfg: &InceptionResnetV1Config, dtype: DType) -> (InceptionResnet
 }
 
 fn max_abs(t: &Tensor) -> f32 {
-    t.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+    t.abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 #[test]
 fn tensor_names_and_shapes_match_facenet_pytorch() {
     let Some(shared) = shared_dir() else { return };
-    let tsv = std::fs::read_to_string(shared.join("fixtures/inception_resnet_v1_keys.tsv")).unwrap();
+    let tsv =
+        std::fs::read_to_string(shared.join("fixtures/inception_resnet_v1_keys.tsv")).unwrap();
     let reference: Vec<(String, Vec<usize>)> = tsv
         .lines()
         .filter(|l| !l.is_empty())
@@ -80,7 +89,10 @@ fn outputs_match_facenet_pytorch() {
         let err = max_abs(&(got - want).unwrap());
         let scale = max_abs(want);
         eprintln!("stage {name}: max abs err {err:.3e}, max abs {scale:.3e}");
-        assert!(err <= 1e-3 * scale, "stage {name}: max abs error {err} > 1e-3 × {scale}");
+        assert!(
+            err <= 1e-3 * scale,
+            "stage {name}: max abs error {err} > 1e-3 × {scale}"
+        );
     }
     let want = &fixture["output"];
     assert_eq!(output.dims(), want.dims());
@@ -169,13 +181,22 @@ fn training_gradient_matches_finite_differences() {
             let mut v = t.flatten_all().unwrap().to_vec1::<f64>().unwrap();
             v[idx] += delta;
             let mut m = tensors.clone();
-            m.insert(name.to_string(), Tensor::from_vec(v, t.shape(), &dev).unwrap());
+            m.insert(
+                name.to_string(),
+                Tensor::from_vec(v, t.shape(), &dev).unwrap(),
+            );
             loss_of(&m).to_scalar::<f64>().unwrap()
         };
         let fd = (shifted(h) - shifted(-h)) / (2.0 * h);
         let tol = 1e-5 + 1e-4 * fd.abs().max(g.abs());
         eprintln!("{name}[{idx}]: analytic {g:.6e}, finite difference {fd:.6e}");
-        assert!((g - fd).abs() <= tol, "{name}[{idx}]: analytic {g} vs finite difference {fd}");
-        assert!(g != 0.0, "{name}[{idx}]: zero gradient does not test anything");
+        assert!(
+            (g - fd).abs() <= tol,
+            "{name}[{idx}]: analytic {g} vs finite difference {fd}"
+        );
+        assert!(
+            g != 0.0,
+            "{name}[{idx}]: zero gradient does not test anything"
+        );
     }
 }

@@ -46,7 +46,12 @@ impl SimpleBackend for Recorder {
         Tensor::zeros((), dtype, dev)?.broadcast_as(s)
     }
 
-    fn get_unchecked(&self, name: &str, _dtype: DType, _dev: &Device) -> candle_core::Result<Tensor> {
+    fn get_unchecked(
+        &self,
+        name: &str,
+        _dtype: DType,
+        _dev: &Device,
+    ) -> candle_core::Result<Tensor> {
         candle_core::bail!("Recorder: tensor {name} requested without a shape")
     }
 
@@ -93,7 +98,9 @@ pub fn infer_config(tensors: &TensorSpecs, path: &Path) -> Result<InceptionResne
         }),
         _ => Err(Error::weights(
             path,
-            format!("tensor `{name}` has shape {shape:?}, expected [embedding_dim, {IRV1_FEATURES}]"),
+            format!(
+                "tensor `{name}` has shape {shape:?}, expected [embedding_dim, {IRV1_FEATURES}]"
+            ),
         )),
     }
 }
@@ -101,7 +108,11 @@ pub fn infer_config(tensors: &TensorSpecs, path: &Path) -> Result<InceptionResne
 /// Checks that `tensors` holds exactly what [`InceptionResnetV1`] needs for `cfg`: the error
 /// names the first missing tensor, the first with a wrong shape or a non-float dtype, or the
 /// first unexpected one (ignoring `logits.*` and `num_batches_tracked`), with its shapes.
-pub fn check_tensors(cfg: &InceptionResnetV1Config, tensors: &TensorSpecs, path: &Path) -> Result<()> {
+pub fn check_tensors(
+    cfg: &InceptionResnetV1Config,
+    tensors: &TensorSpecs,
+    path: &Path,
+) -> Result<()> {
     let expected = expected_tensors(cfg)?;
     for (name, shape) in &expected {
         match tensors.get(name) {
@@ -173,8 +184,12 @@ pub fn read_safetensors_specs(path: &Path) -> Result<TensorSpecs> {
     let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let file_len = f.metadata().map_err(|e| Error::io(path, e))?.len();
     let mut n = [0u8; 8];
-    f.read_exact(&mut n)
-        .map_err(|_| Error::weights(path, "not a safetensors file: shorter than its 8-byte header length"))?;
+    f.read_exact(&mut n).map_err(|_| {
+        Error::weights(
+            path,
+            "not a safetensors file: shorter than its 8-byte header length",
+        )
+    })?;
     let n = u64::from_le_bytes(n);
     if n > MAX_HEADER || n + 8 > file_len {
         return Err(Error::weights(
@@ -192,8 +207,16 @@ pub fn read_safetensors_specs(path: &Path) -> Result<TensorSpecs> {
         if name == "__metadata__" {
             continue;
         }
-        let bad = |what: &str| Error::weights(path, format!("invalid safetensors header: tensor `{name}` {what}"));
-        let dtype_name = info.get("dtype").and_then(|d| d.as_str()).ok_or_else(|| bad("has no dtype"))?;
+        let bad = |what: &str| {
+            Error::weights(
+                path,
+                format!("invalid safetensors header: tensor `{name}` {what}"),
+            )
+        };
+        let dtype_name = info
+            .get("dtype")
+            .and_then(|d| d.as_str())
+            .ok_or_else(|| bad("has no dtype"))?;
         let shape = info
             .get("shape")
             .and_then(|s| s.as_array())
@@ -302,7 +325,8 @@ mod tests {
         candle_core::safetensors::save(&good, &path).unwrap();
         assert_eq!(inspect_facenet_safetensors(&path).unwrap(), cfg);
         // What the header promises, the model loads.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&path], DType::F32, &Device::Cpu) }.unwrap();
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&path], DType::F32, &Device::Cpu) }
+            .unwrap();
         InceptionResnetV1::new(&cfg, vb).unwrap();
 
         // A wrong shape, named with both shapes.
@@ -328,7 +352,10 @@ mod tests {
         let p = dir.path().join("missing.safetensors");
         candle_core::safetensors::save(&missing, &p).unwrap();
         let m = message(inspect_facenet_safetensors(&p));
-        assert!(m.contains("missing tensor `mixed_7a.branch1.0.bn.running_var`") && m.contains("[256]"), "{m}");
+        assert!(
+            m.contains("missing tensor `mixed_7a.branch1.0.bn.running_var`") && m.contains("[256]"),
+            "{m}"
+        );
 
         // A truncated download.
         let bytes = std::fs::read(&path).unwrap();
@@ -353,16 +380,28 @@ mod tests {
         let mut s = specs.clone();
         s.insert("last_bn.weight".into(), (vec![256], DType::F32));
         let m = check_tensors(&cfg, &s, path).unwrap_err().to_string();
-        assert!(m.contains("`last_bn.weight` has shape [256], expected [512]"), "{m}");
+        assert!(
+            m.contains("`last_bn.weight` has shape [256], expected [512]"),
+            "{m}"
+        );
 
         let mut s = specs.clone();
-        s.insert("conv2d_1a.conv.weight".into(), (vec![32, 3, 3, 3], DType::I64));
+        s.insert(
+            "conv2d_1a.conv.weight".into(),
+            (vec![32, 3, 3, 3], DType::I64),
+        );
         let m = check_tensors(&cfg, &s, path).unwrap_err().to_string();
-        assert!(m.contains("conv2d_1a.conv.weight") && m.contains("I64"), "{m}");
+        assert!(
+            m.contains("conv2d_1a.conv.weight") && m.contains("I64"),
+            "{m}"
+        );
 
         let mut s = specs.clone();
         s.insert("logits.weight".into(), (vec![8631, 512], DType::F32));
-        s.insert("repeat_1.0.branch0.bn.num_batches_tracked".into(), (vec![], DType::I64));
+        s.insert(
+            "repeat_1.0.branch0.bn.num_batches_tracked".into(),
+            (vec![], DType::I64),
+        );
         check_tensors(&cfg, &s, path).unwrap();
         s.insert("module.extra".into(), (vec![1], DType::F32));
         let m = check_tensors(&cfg, &s, path).unwrap_err().to_string();
@@ -379,7 +418,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("old.pt");
         // The first bytes of a legacy torch.save file: a pickled magic number (protocol 2).
-        std::fs::write(&p, [0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20]).unwrap();
+        std::fs::write(
+            &p,
+            [0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20],
+        )
+        .unwrap();
         let m = load_pth_tensors(&p).unwrap_err().to_string();
         assert!(m.contains("old.pt") && m.contains("legacy"), "{m}");
     }

@@ -240,10 +240,15 @@ fn seq(specs: &[ConvSpec], eps: f64, vb: VarBuilder) -> candle_core::Result<Bran
     Ok(Branch::Seq(convs))
 }
 
-fn single(ch: (usize, usize), k: usize, s: usize, p: usize, eps: f64, vb: VarBuilder) -> candle_core::Result<Branch> {
-    Ok(Branch::Single(BasicConv2d::square(
-        ch, k, s, p, eps, vb,
-    )?))
+fn single(
+    ch: (usize, usize),
+    k: usize,
+    s: usize,
+    p: usize,
+    eps: f64,
+    vb: VarBuilder,
+) -> candle_core::Result<Branch> {
+    Ok(Branch::Single(BasicConv2d::square(ch, k, s, p, eps, vb)?))
 }
 
 /// facenet-pytorch `Block35` (35×35 grid in the paper; 17×17 at 160 px): 256 channels.
@@ -325,12 +330,18 @@ fn mixed_6a(eps: f64, vb: VarBuilder) -> candle_core::Result<ReductionBlock> {
 fn mixed_7a(eps: f64, vb: VarBuilder) -> candle_core::Result<ReductionBlock> {
     let branches = vec![
         seq(
-            &[((896, 256), (1, 1), 1, (0, 0)), ((256, 384), (3, 3), 2, (0, 0))],
+            &[
+                ((896, 256), (1, 1), 1, (0, 0)),
+                ((256, 384), (3, 3), 2, (0, 0)),
+            ],
             eps,
             vb.pp("branch0"),
         )?,
         seq(
-            &[((896, 256), (1, 1), 1, (0, 0)), ((256, 256), (3, 3), 2, (0, 0))],
+            &[
+                ((896, 256), (1, 1), 1, (0, 0)),
+                ((256, 256), (3, 3), 2, (0, 0)),
+            ],
             eps,
             vb.pp("branch1"),
         )?,
@@ -396,9 +407,12 @@ impl InceptionResnetV1 {
     fn build(config: &InceptionResnetV1Config, vb: VarBuilder) -> candle_core::Result<Self> {
         let eps = config.bn_eps;
         let sq = |ch, k, s, p, name: &str| BasicConv2d::square(ch, k, s, p, eps, vb.pp(name));
-        let repeat = |n: usize, name: &str, f: &dyn Fn(VarBuilder) -> candle_core::Result<ResidualBlock>| {
-            (0..n).map(|i| f(vb.pp(name).pp(i))).collect::<candle_core::Result<Vec<_>>>()
-        };
+        let repeat =
+            |n: usize, name: &str, f: &dyn Fn(VarBuilder) -> candle_core::Result<ResidualBlock>| {
+                (0..n)
+                    .map(|i| f(vb.pp(name).pp(i)))
+                    .collect::<candle_core::Result<Vec<_>>>()
+            };
         let bn_cfg = BatchNormConfig {
             eps,
             remove_mean: true,
@@ -468,15 +482,24 @@ impl InceptionResnetV1 {
             .apply_t(&self.conv2d_4a, train)?
             .apply_t(&self.conv2d_4b, train)?;
         record("conv2d_4b", &x);
-        let x = self.repeat_1.iter().try_fold(x, |x, b| x.apply_t(b, train))?;
+        let x = self
+            .repeat_1
+            .iter()
+            .try_fold(x, |x, b| x.apply_t(b, train))?;
         record("repeat_1", &x);
         let x = x.apply_t(&self.mixed_6a, train)?;
         record("mixed_6a", &x);
-        let x = self.repeat_2.iter().try_fold(x, |x, b| x.apply_t(b, train))?;
+        let x = self
+            .repeat_2
+            .iter()
+            .try_fold(x, |x, b| x.apply_t(b, train))?;
         record("repeat_2", &x);
         let x = x.apply_t(&self.mixed_7a, train)?;
         record("mixed_7a", &x);
-        let x = self.repeat_3.iter().try_fold(x, |x, b| x.apply_t(b, train))?;
+        let x = self
+            .repeat_3
+            .iter()
+            .try_fold(x, |x, b| x.apply_t(b, train))?;
         record("repeat_3", &x);
         let x = x.apply_t(&self.block8, train)?;
         record("block8", &x);

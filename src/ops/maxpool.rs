@@ -138,7 +138,11 @@ impl CustomOp1 for MaxPool2d {
         "max-pool2d-exact"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = Geometry::new(layout, self.kernel, self.stride)?;
         let (n, c, _, _) = layout.shape().dims4()?;
         let shape = Shape::from((n, c, g.ho, g.wo));
@@ -150,7 +154,12 @@ impl CustomOp1 for MaxPool2d {
         Ok((out, shape))
     }
 
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
         let grad = arg.contiguous()?.apply_op2_no_bwd(
             &grad_res.contiguous()?,
             &MaxPool2dGrad {
@@ -192,7 +201,11 @@ impl CustomOp2 for MaxPool2dGrad {
             (CpuStorage::F64(x), CpuStorage::F64(d)) => {
                 CpuStorage::F64(g.backward(contiguous(x, l1, name)?, contiguous(d, l2, name)?))
             }
-            (a, b) => candle_core::bail!("{name}: unsupported dtypes {:?}, {:?}", a.dtype(), b.dtype()),
+            (a, b) => candle_core::bail!(
+                "{name}: unsupported dtypes {:?}, {:?}",
+                a.dtype(),
+                b.dtype()
+            ),
         };
         Ok((out, l1.shape().clone()))
     }
@@ -204,7 +217,12 @@ mod tests {
     use candle_core::{DType, Device, Var};
 
     /// Brute-force reference: output value and argmax by explicit loops over a Vec.
-    fn reference(x: &[f64], (n, c, h, w): (usize, usize, usize, usize), k: usize, s: usize) -> Vec<f64> {
+    fn reference(
+        x: &[f64],
+        (n, c, h, w): (usize, usize, usize, usize),
+        k: usize,
+        s: usize,
+    ) -> Vec<f64> {
         let (ho, wo) = ((h - k) / s + 1, (w - k) / s + 1);
         let mut out = Vec::new();
         for p in 0..n * c {
@@ -225,7 +243,9 @@ mod tests {
 
     fn sample(n: usize) -> Vec<f64> {
         // Distinct values in a scrambled order (no ties), so finite differences are exact.
-        (0..n).map(|i| ((i * 7919) % n) as f64 * 0.01 - 1.0).collect()
+        (0..n)
+            .map(|i| ((i * 7919) % n) as f64 * 0.01 - 1.0)
+            .collect()
     }
 
     #[test]
@@ -257,9 +277,17 @@ mod tests {
         let x = Var::from_tensor(&Tensor::from_vec(data.clone(), dims, &Device::Cpu)?)?;
         let loss = (max_pool2d(x.as_tensor(), k, s)? * &wt)?.sum_all()?;
         let grads = loss.backward()?;
-        let g = grads.get(x.as_tensor()).expect("gradient").flatten_all()?.to_vec1::<f64>()?;
+        let g = grads
+            .get(x.as_tensor())
+            .expect("gradient")
+            .flatten_all()?
+            .to_vec1::<f64>()?;
         let f = |d: &[f64]| -> f64 {
-            reference(d, dims, k, s).iter().zip(&wts).map(|(a, b)| a * b).sum()
+            reference(d, dims, k, s)
+                .iter()
+                .zip(&wts)
+                .map(|(a, b)| a * b)
+                .sum()
         };
         let eps = 1e-4;
         for i in 0..n {
@@ -268,7 +296,11 @@ mod tests {
             let mut q = data.clone();
             q[i] -= eps;
             let fd = (f(&p) - f(&q)) / (2.0 * eps);
-            assert!((fd - g[i]).abs() < 1e-6, "element {i}: analytic {} vs fd {fd}", g[i]);
+            assert!(
+                (fd - g[i]).abs() < 1e-6,
+                "element {i}: analytic {} vs fd {fd}",
+                g[i]
+            );
         }
         // Every output routes its whole gradient to exactly one input.
         let total: f64 = g.iter().sum();
@@ -280,10 +312,17 @@ mod tests {
     fn gradient_goes_to_the_first_maximum_on_ties() -> candle_core::Result<()> {
         // The CANDLE-NOTES examples: a unique max gets the whole gradient; on ties, PyTorch
         // picks the first index in row-major order.
-        let x = Var::new(&[[[[1f32, 2.], [3., 4.]]], [[[5f32, 5.], [1., 5.]]]], &Device::Cpu)?;
+        let x = Var::new(
+            &[[[[1f32, 2.], [3., 4.]]], [[[5f32, 5.], [1., 5.]]]],
+            &Device::Cpu,
+        )?;
         let y = max_pool2d(x.as_tensor(), 2, 2)?;
         let g = y.sum_all()?.backward()?;
-        let g = g.get(x.as_tensor()).expect("gradient").flatten_all()?.to_vec1::<f32>()?;
+        let g = g
+            .get(x.as_tensor())
+            .expect("gradient")
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         assert_eq!(g, vec![0., 0., 0., 1., 1., 0., 0., 0.]);
         Ok(())
     }
