@@ -60,8 +60,9 @@ impl SimpleBackend for Recorder {
     }
 }
 
-/// Every tensor [`InceptionResnetV1`] reads for `cfg`, with its shape, in construction order
-/// (the state-dict order of facenet-pytorch, less `num_batches_tracked`).
+/// Every tensor [`InceptionResnetV1`] reads for `cfg`, with its shape, in the order the model
+/// reads them (facenet-pytorch's state dict less `num_batches_tracked`; within a BatchNorm the
+/// order differs).
 ///
 /// The list is taken from the model itself (built once on a recording [`VarBuilder`]), so it
 /// cannot drift from what [`InceptionResnetV1::new`] loads.
