@@ -29,7 +29,10 @@ pub fn is_ignored_key(name: &str) -> bool {
 
 /// A [`SimpleBackend`] that records every tensor the model asks for and hands back zeros
 /// (broadcast, so nothing large is allocated).
-struct Recorder(Arc<Mutex<Vec<(String, Vec<usize>)>>>);
+struct Recorder(Arc<Mutex<NameShapes>>);
+
+/// Tensor names with their shapes, in order.
+type NameShapes = Vec<(String, Vec<usize>)>;
 
 impl SimpleBackend for Recorder {
     fn get(
