@@ -228,9 +228,10 @@ impl ModuleT for ReductionBlock {
     }
 }
 
-/// A sequential branch from `(c_in, c_out, kernel, stride, padding)` specs.
+/// One `BasicConv2d` of a sequential branch: `((c_in, c_out), (k_h, k_w), stride, (p_h, p_w))`.
 type ConvSpec = ((usize, usize), (usize, usize), usize, (usize, usize));
 
+/// A sequential branch (`branchK.0`, `branchK.1`, ...) built from its convolutions' specs.
 fn seq(specs: &[ConvSpec], eps: f64, vb: VarBuilder) -> candle_core::Result<Branch> {
     let convs = specs
         .iter()
