@@ -8,6 +8,7 @@
 //! - [`loss`]: pairwise distances, label masks and the triplet-loss family;
 //! - [`data`]: image-folder scanning, identity-disjoint splits, P×K sampling, preprocessing;
 //! - [`model`]: `config.json`, the compact CNN, InceptionResnetV1, saving and loading;
+//! - [`ops`]: tensor operations candle lacks or gets wrong (max pooling with a correct gradient);
 //! - [`train`]: the training loop, optimizer schedule, checkpoints and validation;
 //! - [`infer`]: the inference-only path ([`infer::Embedder`], [`infer::Verifier`]);
 //! - [`detect`]: MTCNN face detection and alignment;

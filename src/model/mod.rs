@@ -3,12 +3,17 @@
 
 pub mod compact;
 pub mod config;
+pub mod facenet_layout;
+pub mod fill;
 pub mod folder;
+pub mod inception_resnet_v1;
 pub mod layers;
 
 pub use compact::{CompactCnn, CompactCnnConfig};
 pub use config::{Architecture, ModelConfig, TrainingSummary};
+pub use facenet_layout::{check_tensors, inspect_facenet_safetensors, load_pth_tensors};
 pub use folder::{load_model, save_model};
+pub use inception_resnet_v1::{InceptionResnetV1, InceptionResnetV1Config};
 
 use crate::Result;
 use candle_core::{ModuleT, Tensor};
