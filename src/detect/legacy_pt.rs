@@ -99,8 +99,11 @@ fn parse(bytes: &[u8]) -> std::result::Result<HashMap<String, Tensor>, String> {
         }
     };
 
+    // `state_dict()` carries a `_metadata` attribute (module versions); candle's pickle
+    // reader merges it into the dict as one more entry.
     let refs = state
         .into_iter()
+        .filter(|(name, _)| *name != Object::Unicode("_metadata".into()))
         .map(|(name, obj)| match name {
             Object::Unicode(name) => tensor_ref(obj).map(|r| (name, r)),
             other => Err(format!("state-dict key is not a string: {}", short(&other))),
