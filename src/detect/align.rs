@@ -151,7 +151,7 @@ impl Similarity {
             sa += xs * xd + ys * yd;
             sb += xs * yd - ys * xd;
         }
-        if !(var > 1e-12) || !sa.is_finite() || !sb.is_finite() {
+        if var.is_nan() || var <= 1e-12 || !sa.is_finite() || !sb.is_finite() {
             return Err(Error::InvalidArgument(
                 "similarity: source points coincide or are not finite".into(),
             ));
@@ -177,7 +177,7 @@ impl Similarity {
     /// The inverse transform (`None` for a zero scale).
     pub fn inverse(&self) -> Option<Self> {
         let d = self.a * self.a + self.b * self.b;
-        if !(d > 0.0) {
+        if d.is_nan() || d <= 0.0 {
             return None;
         }
         let (a, b) = (self.a / d, -self.b / d);

@@ -401,7 +401,7 @@ impl Mtcnn {
             lms.extend(rows::<10>(&lm)?);
             probs.extend(rows::<2>(&prob)?.into_iter().map(|p| p[1]));
         }
-        if let Some(t) = trace.as_deref_mut() {
+        if let Some(t) = trace {
             t.onet_input = Some(input);
         }
         let mut faces = Vec::new();
