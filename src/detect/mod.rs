@@ -1,2 +1,44 @@
-//! Face detection and alignment (MTCNN). The port is written and tested on the `mtcnn` branch
-//! (see `wip/README.md`) and is wired in next; until then `--detect` is refused with a message.
+//! MTCNN face detection (Zhang et al., "Joint Face Detection and Alignment using Multi-task
+//! Cascaded Convolutional Networks", IEEE SPL 2016) and face cropping/alignment, ported from
+//! facenet-pytorch (`models/mtcnn.py`, `models/utils/detect_face.py`) so that a port of its
+//! pretrained weights reproduces its detections.
+//!
+//! - [`PNet`], [`RNet`], [`ONet`]: the three networks, with facenet-pytorch's parameter names;
+//! - [`Mtcnn`]: the cascade ([`Mtcnn::detect`] → [`Face`]s, largest first);
+//! - [`extract_face`], [`align_face`], [`CropMode`]: cutting a face out for the embedding net;
+//! - [`read_legacy_pt`], [`convert_mtcnn_pt`]: reading facenet-pytorch's shipped `.pt` files.
+//!
+//! Model folder layout: three files `pnet.safetensors`, `rnet.safetensors`, `onet.safetensors`,
+//! each with facenet-pytorch's tensor names and no prefix.
+//!
+//! ```no_run
+//! # fn main() -> candle_face::Result<()> {
+//! use candle_face::detect::{CropMode, Mtcnn};
+//! let mtcnn = Mtcnn::load("models/mtcnn", &candle_core::Device::Cpu)?;
+//! let img = image::open("photo.jpg").map_err(|e| candle_face::Error::image("photo.jpg", e))?.to_rgb8();
+//! for (face, crop) in mtcnn.detect_and_crop(&img, &CropMode::Aligned, 112)? {
+//!     println!("{:?} p={} → {}×{}", face.bbox, face.score, crop.width(), crop.height());
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod align;
+mod layers;
+pub mod legacy_pt;
+pub mod mtcnn;
+pub mod nms;
+pub mod onet;
+pub mod pnet;
+pub mod resize;
+pub mod rnet;
+
+pub use align::{
+    align_face, extract_face, template, warp_similarity, CropMode, Similarity, ARCFACE_TEMPLATE_112,
+};
+pub use legacy_pt::{convert_mtcnn_pt, read_legacy_pt};
+pub use mtcnn::{DetectTrace, Face, Mtcnn, MtcnnConfig};
+pub use onet::ONet;
+pub use pnet::PNet;
+pub use resize::FloatImage;
+pub use rnet::RNet;
