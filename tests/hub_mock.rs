@@ -190,7 +190,13 @@ fn handle(mut stream: TcpStream, addr: SocketAddr, state: &Mutex<State>) -> std:
             .cloned();
         drop(st);
         return match found {
-            Some(s) => reply(&mut stream, 200, &[("ETag", format!("\"{etag}\""))], &s.body, is_get),
+            Some(s) => reply(
+                &mut stream,
+                200,
+                &[("ETag", format!("\"{etag}\""))],
+                &s.body,
+                is_get,
+            ),
             None => reply(&mut stream, 404, &[], b"", is_get),
         };
     }
@@ -206,18 +212,36 @@ fn handle(mut stream: TcpStream, addr: SocketAddr, state: &Mutex<State>) -> std:
         drop(st);
         // What the Hub answers an anonymous client for a missing (or private) repository.
         let h = [("X-Error-Code", "RepoNotFound".to_string())];
-        return reply(&mut stream, 401, &h, b"{\"error\":\"Repository not found\"}", is_get);
+        return reply(
+            &mut stream,
+            401,
+            &h,
+            b"{\"error\":\"Repository not found\"}",
+            is_get,
+        );
     };
     if rev != "main" && rev != COMMIT {
         drop(st);
         let h = [("X-Error-Code", "RevisionNotFound".to_string())];
-        return reply(&mut stream, 404, &h, b"{\"error\":\"Revision not found\"}", is_get);
+        return reply(
+            &mut stream,
+            404,
+            &h,
+            b"{\"error\":\"Revision not found\"}",
+            is_get,
+        );
     }
     let commit = ("X-Repo-Commit", COMMIT.to_string());
     let Some(served) = files.get(file).cloned() else {
         drop(st);
         let h = [commit, ("X-Error-Code", "EntryNotFound".to_string())];
-        return reply(&mut stream, 404, &h, b"{\"error\":\"Entry not found\"}", is_get);
+        return reply(
+            &mut stream,
+            404,
+            &h,
+            b"{\"error\":\"Entry not found\"}",
+            is_get,
+        );
     };
     let hits = {
         let n = st.hits.entry(format!("{repo}/{file}")).or_insert(0);
@@ -233,13 +257,27 @@ fn handle(mut stream: TcpStream, addr: SocketAddr, state: &Mutex<State>) -> std:
     }
     let len = served.body.len().to_string();
     match served.kind {
-        Kind::Status(code) => reply(&mut stream, code, &[commit], b"{\"error\":\"boom\"}", is_get),
-        Kind::FailFirst(n) if hits <= n => {
-            reply(&mut stream, 500, &[commit], b"{\"error\":\"try again\"}", is_get)
-        }
-        Kind::Plain | Kind::FailFirst(_) => {
-            reply(&mut stream, 200, &[("ETag", quoted), commit], &served.body, is_get)
-        }
+        Kind::Status(code) => reply(
+            &mut stream,
+            code,
+            &[commit],
+            b"{\"error\":\"boom\"}",
+            is_get,
+        ),
+        Kind::FailFirst(n) if hits <= n => reply(
+            &mut stream,
+            500,
+            &[commit],
+            b"{\"error\":\"try again\"}",
+            is_get,
+        ),
+        Kind::Plain | Kind::FailFirst(_) => reply(
+            &mut stream,
+            200,
+            &[("ETag", quoted), commit],
+            &served.body,
+            is_get,
+        ),
         Kind::Lfs => {
             let h = [
                 ("Location", format!("http://{addr}/cdn/{etag}")),
@@ -252,7 +290,13 @@ fn handle(mut stream: TcpStream, addr: SocketAddr, state: &Mutex<State>) -> std:
         }
         Kind::Truncate(sent) => {
             if !is_get {
-                return reply(&mut stream, 200, &[("ETag", quoted), commit], &served.body, false);
+                return reply(
+                    &mut stream,
+                    200,
+                    &[("ETag", quoted), commit],
+                    &served.body,
+                    false,
+                );
             }
             let head = format!(
                 "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nETag: {quoted}\r\nX-Repo-Commit: {COMMIT}\r\nConnection: close\r\n\r\n"
@@ -320,7 +364,9 @@ fn percent_decode(s: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 
 fn bytes(n: usize, seed: u8) -> Vec<u8> {
-    (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 fn config_bytes() -> Vec<u8> {
@@ -416,14 +462,25 @@ fn fetch_model_downloads_into_the_standard_cache() {
     assert_eq!(files.config, Some(snap.join("config.json")));
     assert_eq!(files.commit.as_deref(), Some(COMMIT));
     assert_eq!(std::fs::read(&files.weights).unwrap(), bytes(100_000, 7));
-    assert_eq!(std::fs::read(files.config.unwrap()).unwrap(), config_bytes());
+    assert_eq!(
+        std::fs::read(files.config.unwrap()).unwrap(),
+        config_bytes()
+    );
     let refs_main = cache.path().join("models--acme--facenet/refs/main");
     assert_eq!(std::fs::read_to_string(refs_main).unwrap().trim(), COMMIT);
     // The LFS file is stored under its linked ETag, fetched through the CDN redirect.
     let etag = standard_repo()[1].1.etag();
-    assert!(cache.path().join("models--acme--facenet/blobs").join(&etag).is_file());
+    assert!(cache
+        .path()
+        .join("models--acme--facenet/blobs")
+        .join(&etag)
+        .is_file());
     let log = hub.log();
-    assert!(log.iter().any(|l| l.starts_with(&format!("GET /cdn/{etag}"))), "{log:?}");
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with(&format!("GET /cdn/{etag}"))),
+        "{log:?}"
+    );
     // The token is sent to the Hub.
     assert!(
         log.iter().any(|l| l.contains("[Bearer hf_test_token]")),
@@ -480,7 +537,12 @@ fn offline_with_an_empty_cache_is_a_clear_error() {
     let msg = hub_msg(fetch_model(&hub_ref("hf:acme/facenet@v2"), None, &o).unwrap_err());
     assert_contains(
         &msg,
-        &["model.safetensors", "hf:acme/facenet@v2", "offline", "not in the local cache"],
+        &[
+            "model.safetensors",
+            "hf:acme/facenet@v2",
+            "offline",
+            "not in the local cache",
+        ],
     );
     let msg = hub_msg(fetch_file(&hub_ref("hf:acme/facenet"), "config.json", &o).unwrap_err());
     assert_contains(&msg, &["config.json", "acme/facenet", "offline"]);
@@ -495,7 +557,13 @@ fn unreachable_hub_with_an_empty_cache_is_a_clear_error() {
     let msg = hub_msg(fetch_file(&hub_ref("hf:acme/facenet"), "config.json", &o).unwrap_err());
     assert_contains(
         &msg,
-        &["config.json", "hf:acme/facenet@main", "cannot reach", &hub.endpoint(), "not in the local cache"],
+        &[
+            "config.json",
+            "hf:acme/facenet@main",
+            "cannot reach",
+            &hub.endpoint(),
+            "not in the local cache",
+        ],
     );
 }
 
@@ -545,7 +613,10 @@ fn a_repository_without_config_json_gives_config_none_online_and_offline() {
     hub.stop();
     // The 404 was recorded in the cache (`.no_exist`), so offline knows there is no config.
     o.offline = true;
-    assert_eq!(fetch_model(&r, Some("weights.safetensors"), &o).unwrap(), got);
+    assert_eq!(
+        fetch_model(&r, Some("weights.safetensors"), &o).unwrap(),
+        got
+    );
 }
 
 #[test]
@@ -570,8 +641,14 @@ fn server_error_is_reported_and_retries_recover() {
     let cache = tempfile::tempdir().unwrap();
     let mut o = opts(&hub, cache.path());
     let msg = hub_msg(fetch_model(&hub_ref("hf:acme/facenet"), None, &o).unwrap_err());
-    assert_contains(&msg, &["server error", "500", "model.safetensors", "acme/facenet"]);
-    assert!(!cache.path().join("models--acme--facenet/snapshots").exists());
+    assert_contains(
+        &msg,
+        &["server error", "500", "model.safetensors", "acme/facenet"],
+    );
+    assert!(!cache
+        .path()
+        .join("models--acme--facenet/snapshots")
+        .exists());
 
     // One 500, then success: with a retry allowed, the download goes through.
     o.retries = Some(2);
@@ -638,9 +715,20 @@ fn large_download_with_progress_bar_gets_the_right_bytes() {
 #[test]
 fn hub_references_parse_and_reject_bad_input() {
     let r = hub_ref("hf:acme/facenet@v1.2");
-    assert_eq!((r.repo.as_str(), r.revision.as_str()), ("acme/facenet", "v1.2"));
+    assert_eq!(
+        (r.repo.as_str(), r.revision.as_str()),
+        ("acme/facenet", "v1.2")
+    );
     assert_eq!(hub_ref("hf:acme/facenet").revision, "main");
-    for bad in ["acme/facenet", "hf:acme", "hf:acme/", "hf:/x", "hf:a/b@", "hf:a b/c", "hf:a/b/c"] {
+    for bad in [
+        "acme/facenet",
+        "hf:acme",
+        "hf:acme/",
+        "hf:/x",
+        "hf:a/b@",
+        "hf:a b/c",
+        "hf:a/b/c",
+    ] {
         let err = bad.parse::<HubRef>().unwrap_err();
         assert!(matches!(err, Error::InvalidArgument(_)), "{bad}: {err:?}");
         assert!(err.to_string().contains(bad), "{bad}: {err}");

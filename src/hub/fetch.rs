@@ -273,7 +273,16 @@ mod tests {
         for ok in ["config.json", "sub/dir/model.safetensors", "a.b-c_d"] {
             assert!(validate_file(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "/etc/passwd", "../x", "a/../../x", "a//b", "./a", "a\\b", "a/"] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a//b",
+            "./a",
+            "a\\b",
+            "a/",
+        ] {
             assert!(validate_file(bad).is_err(), "{bad}");
         }
     }

@@ -70,7 +70,10 @@ impl FromStr for HubRef {
             None => (rest, DEFAULT_REVISION),
         };
         if repo.is_empty() {
-            return Err(bad(s, "missing repository (expected hf:owner/name[@revision])"));
+            return Err(bad(
+                s,
+                "missing repository (expected hf:owner/name[@revision])",
+            ));
         }
         if !repo.contains('/') {
             return Err(bad(
@@ -79,7 +82,10 @@ impl FromStr for HubRef {
             ));
         }
         if repo.matches('/').count() > 1 {
-            return Err(bad(s, "the repository must be `owner/name` with a single `/`"));
+            return Err(bad(
+                s,
+                "the repository must be `owner/name` with a single `/`",
+            ));
         }
         if rest.contains('@') && revision.is_empty() {
             return Err(bad(s, "empty revision after `@`"));
@@ -151,12 +157,12 @@ fn validate_revision(input: &str, rev: &str) -> Result<()> {
         .chars()
         .find(|c| c.is_whitespace() || c.is_control() || matches!(c, '@' | '\\'))
     {
-        return Err(bad(
-            input,
-            &format!("revision {rev:?} contains {c:?}"),
-        ));
+        return Err(bad(input, &format!("revision {rev:?} contains {c:?}")));
     }
-    if rev.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..") {
+    if rev
+        .split('/')
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
         return Err(bad(
             input,
             &format!("revision {rev:?} has an empty, '.' or '..' path segment"),
@@ -222,10 +228,17 @@ mod tests {
                 "{input}: wrong variant {err:?}"
             );
             assert!(msg.contains(needle), "{input}: {msg:?} lacks {needle:?}");
-            assert!(msg.contains(&format!("{input:?}")), "{input}: {msg:?} does not quote the input");
+            assert!(
+                msg.contains(&format!("{input:?}")),
+                "{input}: {msg:?} does not quote the input"
+            );
         }
         let long = format!("hf:o/{}", "a".repeat(97));
-        assert!(long.parse::<HubRef>().unwrap_err().to_string().contains("longer than 96"));
+        assert!(long
+            .parse::<HubRef>()
+            .unwrap_err()
+            .to_string()
+            .contains("longer than 96"));
         assert!(format!("hf:o/{}", "a".repeat(96)).parse::<HubRef>().is_ok());
     }
 
