@@ -39,6 +39,7 @@ pub struct HubFiles {
 pub fn fetch_model(r: &HubRef, weights_file: Option<&str>, opts: &HubOptions) -> Result<HubFiles> {
     let weights_name = weights_file.unwrap_or(DEFAULT_WEIGHTS_FILE);
     let fetcher = Fetcher::new(opts)?;
+    // `fetch` validates `r`; the pinned reference below differs only by a commit hash.
     let weights = fetcher.fetch(r, weights_name)?;
     let commit = snapshot_commit(&weights, weights_name);
     // Pin config.json to the weights' commit, so a branch moving between the two requests
@@ -117,6 +118,9 @@ impl<'a> Fetcher<'a> {
 
     /// Fetches one file, mapping failures to [`Error::Hub`].
     fn fetch(&self, r: &HubRef, file: &str) -> Result<PathBuf> {
+        // The fields are public: re-check a hand-built reference, since the revision becomes a
+        // path under `refs/` in the cache.
+        HubRef::new(&r.repo, &r.revision)?;
         self.fetch_raw(r, file)
             .map_err(|e| self.describe(r, file, e))
     }
@@ -296,6 +300,16 @@ mod tests {
         assert_eq!(snapshot_commit(&p, "sub/w.safetensors").as_deref(), Some(c));
         let p = PathBuf::from("/somewhere/else/w.safetensors");
         assert_eq!(snapshot_commit(&p, "w.safetensors"), None);
+    }
+
+    #[test]
+    fn hand_built_reference_is_validated() {
+        let r = HubRef {
+            repo: "o/n".into(),
+            revision: "../../escape".into(),
+        };
+        let err = fetch_file(&r, "config.json", &HubOptions::default()).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
     }
 
     #[test]
