@@ -12,7 +12,9 @@
 //! - [`train`]: the training loop, optimizer schedule, checkpoints and validation;
 //! - [`infer`]: the inference-only path ([`infer::Embedder`], [`infer::Verifier`]);
 //! - [`detect`]: MTCNN face detection and alignment;
-//! - [`eval`]: pair protocols and verification metrics.
+//! - [`eval`]: pair protocols and verification metrics;
+//! - `hub` (feature `hub`, on by default): `hf:owner/name[@revision]` references resolved to
+//!   files in the Hugging Face Hub cache.
 
 pub mod data;
 pub mod demo;
@@ -20,6 +22,8 @@ pub mod detect;
 pub mod error;
 pub mod eval;
 pub mod fsutil;
+#[cfg(feature = "hub")]
+pub mod hub;
 pub mod infer;
 pub mod loss;
 pub mod model;
