@@ -373,7 +373,7 @@ impl Loader {
         self.batches_per_epoch
     }
 
-    /// The step of the batch the next call to [`next`](Self::next) returns.
+    /// The step of the batch the next call to [`next_batch`](Self::next_batch) returns.
     pub fn step(&self) -> u64 {
         self.step
     }
