@@ -8,10 +8,10 @@
 //! Parameter names: `stages.{s}.{b}.conv.weight`, `stages.{s}.{b}.bn.{weight,bias,running_mean,running_var}`,
 //! `embed.{weight,bias}`.
 
-use crate::model::layers::{l2_normalize, max_pool2x2};
-use crate::{Error, Result};
+use crate::model::layers::{l2_normalize, BatchNorm2d, Conv2d};
+use crate::{ops, Error, Result};
 use candle_core::{Module, ModuleT, Tensor};
-use candle_nn::{BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 /// Configuration of [`CompactCnn`].
@@ -60,7 +60,7 @@ impl CompactCnnConfig {
             ));
         }
         let div = 1usize << self.channels.len();
-        if self.image_size < div || self.image_size % div != 0 {
+        if self.image_size < div || !self.image_size.is_multiple_of(div) {
             return Err(Error::InvalidArgument(format!(
                 "compact_cnn: image_size {} must be a positive multiple of {div} (2^stages)",
                 self.image_size
@@ -70,38 +70,30 @@ impl CompactCnnConfig {
     }
 }
 
-/// One `conv3x3 → BatchNorm → ReLU` block.
+/// One `conv3x3 → BatchNorm → ReLU` block (the ReLU is applied by the caller, fused with the
+/// stage's max-pool for the last block of a stage).
 #[derive(Debug, Clone)]
-struct ConvBnRelu {
+struct ConvBn {
     conv: Conv2d,
-    bn: BatchNorm,
+    bn: BatchNorm2d,
 }
 
-impl ConvBnRelu {
+impl ConvBn {
     fn new(c_in: usize, c_out: usize, cfg: &CompactCnnConfig, vb: VarBuilder) -> Result<Self> {
-        let conv_cfg = Conv2dConfig {
-            padding: 1,
-            ..Default::default()
-        };
-        let conv = candle_nn::conv2d_no_bias(c_in, c_out, 3, conv_cfg, vb.pp("conv"))?;
-        let bn_cfg = BatchNormConfig {
-            eps: cfg.bn_eps,
-            momentum: cfg.bn_momentum,
-            ..Default::default()
-        };
-        let bn = candle_nn::batch_norm(c_out, bn_cfg, vb.pp("bn"))?;
+        let conv = Conv2d::new(c_in, c_out, (3, 3), 1, (1, 1), vb.pp("conv"))?;
+        let bn = BatchNorm2d::new(c_out, cfg.bn_eps, cfg.bn_momentum, vb.pp("bn"))?;
         Ok(Self { conv, bn })
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        x.apply(&self.conv)?.apply_t(&self.bn, train)?.relu()
+        self.bn.forward_t(&self.conv.forward(x)?, train)
     }
 }
 
 /// The compact CNN: see the module documentation.
 #[derive(Debug, Clone)]
 pub struct CompactCnn {
-    stages: Vec<Vec<ConvBnRelu>>,
+    stages: Vec<Vec<ConvBn>>,
     embed: Linear,
     cfg: CompactCnnConfig,
 }
@@ -116,7 +108,7 @@ impl CompactCnn {
             let vbs = vb.pp("stages").pp(s);
             let mut blocks = Vec::with_capacity(cfg.blocks_per_stage);
             for b in 0..cfg.blocks_per_stage {
-                blocks.push(ConvBnRelu::new(c_in, c_out, cfg, vbs.pp(b))?);
+                blocks.push(ConvBn::new(c_in, c_out, cfg, vbs.pp(b))?);
                 c_in = c_out;
             }
             stages.push(blocks);
@@ -140,10 +132,15 @@ impl ModuleT for CompactCnn {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let mut x = x.clone();
         for blocks in &self.stages {
-            for block in blocks {
-                x = block.forward_t(&x, train)?;
+            let last = blocks.len() - 1;
+            for (i, block) in blocks.iter().enumerate() {
+                let y = block.forward_t(&x, train)?;
+                x = if i == last {
+                    ops::relu_max_pool2d(&y, 2, 2)?
+                } else {
+                    ops::relu(&y)?
+                };
             }
-            x = max_pool2x2(&x)?;
         }
         let x = x.mean((2, 3))?;
         let x = self.embed.forward(&x)?;

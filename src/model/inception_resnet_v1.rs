@@ -9,16 +9,17 @@
 //! so facenet-pytorch checkpoints load unchanged. Output: the L2-normalized embedding
 //! (`classify=False`); a checkpoint's `logits.*` head is not part of this model.
 //!
-//! Differences from PyTorch's building blocks, handled here: candle's `conv2d` takes one
-//! symmetric padding, so the 1×7, 7×1, 1×3 and 3×1 convolutions pad explicitly with
-//! [`Tensor::pad_with_zeros`]; the 3×3 stride-2 max pools use [`crate::ops::max_pool2d`], whose
-//! gradient is correct (candle 0.11's is not, and refuses kernel ≠ stride).
+//! Kernels: convolutions (including the 1×7, 7×1, 1×3 and 3×1 ones, with per-axis padding) run on
+//! [`crate::ops::conv2d`] (im2col + GEMM), BatchNorm on the fused [`crate::ops::batch_norm_train`]
+//! in training, and the 3×3 stride-2 max pools on [`crate::ops::max_pool2d`], whose gradient
+//! follows PyTorch (candle 0.11's is wrong and refuses kernel ≠ stride).
 
 use candle_core::{Module, ModuleT, Tensor, D};
-use candle_nn::{BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use crate::ops::max_pool2d;
+use crate::model::layers::{BatchNorm2d, Conv2d as FastConv2d};
+use crate::ops::{self, max_pool2d};
 use crate::{Error, Result};
 
 /// Channels entering the embedding head (after `block8` and average pooling).
@@ -86,11 +87,8 @@ impl InceptionResnetV1Config {
 /// Parameters `conv.weight` and `bn.{weight,bias,running_mean,running_var}`.
 #[derive(Debug, Clone)]
 struct BasicConv2d {
-    weight: Tensor,
-    bn: BatchNorm,
-    stride: usize,
-    /// (height, width) zero padding.
-    padding: (usize, usize),
+    conv: FastConv2d,
+    bn: BatchNorm2d,
 }
 
 impl BasicConv2d {
@@ -102,22 +100,9 @@ impl BasicConv2d {
         eps: f64,
         vb: VarBuilder,
     ) -> candle_core::Result<Self> {
-        let weight = vb
-            .pp("conv")
-            .get((c_out, c_in, kernel.0, kernel.1), "weight")?;
-        let bn_cfg = BatchNormConfig {
-            eps,
-            remove_mean: true,
-            affine: true,
-            momentum: 0.1,
-        };
-        let bn = candle_nn::batch_norm(c_out, bn_cfg, vb.pp("bn"))?;
-        Ok(Self {
-            weight,
-            bn,
-            stride,
-            padding,
-        })
+        let conv = FastConv2d::new(c_in, c_out, kernel, stride, padding, vb.pp("conv"))?;
+        let bn = BatchNorm2d::new(c_out, eps, 0.1, vb.pp("bn"))?;
+        Ok(Self { conv, bn })
     }
 
     /// A square kernel `k` with symmetric padding `p`.
@@ -135,15 +120,8 @@ impl BasicConv2d {
 
 impl ModuleT for BasicConv2d {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let (ph, pw) = self.padding;
-        let y = if ph == pw {
-            x.conv2d(&self.weight, ph, self.stride, 1, 1)?
-        } else {
-            x.pad_with_zeros(2, ph, ph)?
-                .pad_with_zeros(3, pw, pw)?
-                .conv2d(&self.weight, 0, self.stride, 1, 1)?
-        };
-        y.apply_t(&self.bn, train)?.relu()
+        let y = self.bn.forward_t(&self.conv.forward(x)?, train)?;
+        ops::relu(&y)
     }
 }
 
@@ -169,7 +147,8 @@ impl ModuleT for Branch {
 #[derive(Debug, Clone)]
 struct ResidualBlock {
     branches: Vec<Branch>,
-    conv2d: Conv2d,
+    conv2d: FastConv2d,
+    conv2d_bias: Tensor,
     scale: f64,
     relu: bool,
 }
@@ -182,10 +161,20 @@ impl ResidualBlock {
         relu: bool,
         vb: VarBuilder,
     ) -> candle_core::Result<Self> {
-        let conv2d = candle_nn::conv2d(c_cat, c_out, 1, Conv2dConfig::default(), vb.pp("conv2d"))?;
+        let conv2d = FastConv2d::new(c_cat, c_out, (1, 1), 1, (0, 0), vb.pp("conv2d"))?;
+        let bound = 1.0 / (c_cat as f64).sqrt();
+        let conv2d_bias = vb.pp("conv2d").get_with_hints(
+            c_out,
+            "bias",
+            candle_nn::Init::Uniform {
+                lo: -bound,
+                up: bound,
+            },
+        )?;
         Ok(Self {
             branches,
             conv2d,
+            conv2d_bias,
             scale,
             relu,
         })
@@ -199,10 +188,13 @@ impl ModuleT for ResidualBlock {
             .iter()
             .map(|b| b.forward_t(x, train))
             .collect::<candle_core::Result<Vec<_>>>()?;
-        let y = Tensor::cat(&outs, 1)?.apply(&self.conv2d)?;
+        let y = self
+            .conv2d
+            .forward(&Tensor::cat(&outs, 1)?)?
+            .broadcast_add(&self.conv2d_bias.reshape((1, (), 1, 1))?)?;
         let y = ((y * self.scale)? + x)?;
         if self.relu {
-            y.relu()
+            ops::relu(&y)
         } else {
             Ok(y)
         }
@@ -395,7 +387,7 @@ pub struct InceptionResnetV1 {
     repeat_3: Vec<ResidualBlock>,
     block8: ResidualBlock,
     last_linear: Linear,
-    last_bn: BatchNorm,
+    last_bn: BatchNorm2d,
 }
 
 impl InceptionResnetV1 {
@@ -414,12 +406,6 @@ impl InceptionResnetV1 {
                     .map(|i| f(vb.pp(name).pp(i)))
                     .collect::<candle_core::Result<Vec<_>>>()
             };
-        let bn_cfg = BatchNormConfig {
-            eps,
-            remove_mean: true,
-            affine: true,
-            momentum: 0.1,
-        };
         Ok(Self {
             config: config.clone(),
             conv2d_1a: sq((3, 32), 3, 2, 0, "conv2d_1a")?,
@@ -439,7 +425,7 @@ impl InceptionResnetV1 {
                 config.embedding_dim,
                 vb.pp("last_linear"),
             )?,
-            last_bn: candle_nn::batch_norm(config.embedding_dim, bn_cfg, vb.pp("last_bn"))?,
+            last_bn: BatchNorm2d::new(config.embedding_dim, eps, 0.1, vb.pp("last_bn"))?,
         })
     }
 
@@ -513,7 +499,7 @@ impl InceptionResnetV1 {
         };
         let x = self.last_linear.forward(&x)?;
         record("last_linear", &x);
-        let x = x.apply_t(&self.last_bn, train)?;
+        let x = self.last_bn.forward_t(&x, train)?;
         record("last_bn", &x);
         l2_normalize(&x)
     }

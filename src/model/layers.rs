@@ -1,11 +1,129 @@
-//! Small building blocks shared by the models: L2 normalisation and a max-pool with a correct
-//! gradient.
+//! Small building blocks shared by the models: L2 normalisation, a max-pool with a correct
+//! gradient, and convolution / BatchNorm layers on the fast kernels of [`crate::ops`].
 //!
 //! candle 0.11's `max_pool2d` backward is wrong (a unique maximum of a 2×2 window receives a quarter
 //! of its gradient), so the 2×2 pool here is built from a reshape and a `max` reduction, whose
-//! gradient goes to the maximum in full.
+//! gradient goes to the maximum in full. The models themselves use [`crate::ops::max_pool2d`],
+//! which follows PyTorch's rule and is faster.
 
-use candle_core::{Result, Tensor, D};
+use candle_core::{Result, Tensor, Var, D};
+use candle_nn::{Init, VarBuilder};
+
+/// A 2-D convolution without bias on [`crate::ops::conv2d`] (im2col + GEMM on the CPU,
+/// candle's own convolution elsewhere). Parameter: `weight` (O, C, kh, kw).
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    weight: Tensor,
+    stride: usize,
+    padding: (usize, usize),
+}
+
+impl Conv2d {
+    /// A `c_in → c_out` convolution with a `kh`×`kw` kernel, taking (or creating, with
+    /// Kaiming-normal initialisation) `weight` from `vb`.
+    pub fn new(
+        c_in: usize,
+        c_out: usize,
+        kernel: (usize, usize),
+        stride: usize,
+        padding: (usize, usize),
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let weight = vb.get_with_hints(
+            (c_out, c_in, kernel.0, kernel.1),
+            "weight",
+            candle_nn::init::DEFAULT_KAIMING_NORMAL,
+        )?;
+        Ok(Self {
+            weight,
+            stride,
+            padding,
+        })
+    }
+
+    /// The weight tensor (O, C, kh, kw).
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// Applies the convolution to `x` (N, C, H, W).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        crate::ops::conv2d(x, &self.weight, self.stride, self.padding)
+    }
+}
+
+/// Batch normalisation over the channels (dim 1) of a (N, C, …) tensor, PyTorch's
+/// `BatchNorm2d`: parameters `weight`, `bias`, and the persisted running statistics
+/// `running_mean`, `running_var`.
+///
+/// In training mode it normalises with the batch's statistics through the fused
+/// [`crate::ops::batch_norm_train`] and updates the running statistics in place (PyTorch's
+/// momentum rule, unbiased variance); in inference mode it applies the running statistics as one
+/// per-channel scale and shift. When `vb` is backed by a `VarMap` the running statistics are the
+/// map's own variables, so saving the map saves them.
+#[derive(Debug, Clone)]
+pub struct BatchNorm2d {
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Var,
+    running_var: Var,
+    eps: f64,
+    momentum: f64,
+}
+
+impl BatchNorm2d {
+    /// A BatchNorm over `channels` channels with PyTorch's `eps` and `momentum`.
+    pub fn new(channels: usize, eps: f64, momentum: f64, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get_with_hints(channels, "weight", Init::Const(1.0))?;
+        let bias = vb.get_with_hints(channels, "bias", Init::Const(0.0))?;
+        let running_mean = vb.get_with_hints(channels, "running_mean", Init::Const(0.0))?;
+        let running_var = vb.get_with_hints(channels, "running_var", Init::Const(1.0))?;
+        Ok(Self {
+            weight,
+            bias,
+            running_mean: Var::from_tensor(&running_mean)?,
+            running_var: Var::from_tensor(&running_var)?,
+            eps,
+            momentum,
+        })
+    }
+
+    /// The per-channel `(scale, shift)` that inference-mode normalisation applies:
+    /// `y = x·scale + shift` with `scale = γ/√(running_var + ε)`, `shift = β − running_mean·scale`.
+    pub fn scale_shift(&self) -> Result<(Tensor, Tensor)> {
+        let scale = (&self.weight / (self.running_var.as_tensor() + self.eps)?.sqrt()?)?;
+        let shift = (&self.bias - (self.running_mean.as_tensor() * &scale)?)?;
+        Ok((scale, shift))
+    }
+
+    /// Normalises `x` (N, C, …); `train` selects batch statistics (and updates the running ones).
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let c = self.weight.dim(0)?;
+        if x.rank() < 2 || x.dim(1)? != c {
+            candle_core::bail!("batch_norm: expected (N, {c}, …) input, got {:?}", x.dims())
+        }
+        if train {
+            let count = x.elem_count() / c;
+            let (y, mean, var) =
+                crate::ops::batch_norm_train(x, &self.weight, &self.bias, self.eps)?;
+            crate::ops::update_running_stats(
+                &self.running_mean,
+                &self.running_var,
+                &mean,
+                &var,
+                count,
+                self.momentum,
+            )?;
+            Ok(y)
+        } else {
+            let (scale, shift) = self.scale_shift()?;
+            let mut shape = vec![1usize; x.rank()];
+            shape[1] = c;
+            x.broadcast_mul(&scale.reshape(shape.as_slice())?)?
+                .broadcast_add(&shift.reshape(shape.as_slice())?)
+        }
+    }
+}
 
 /// Smallest squared norm used by [`l2_normalize`], so a zero vector gives zeros, not NaN.
 pub const L2_EPS: f64 = 1e-12;
