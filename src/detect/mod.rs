@@ -6,6 +6,8 @@
 //! - [`PNet`], [`RNet`], [`ONet`]: the three networks, with facenet-pytorch's parameter names;
 //! - [`Mtcnn`]: the cascade ([`Mtcnn::detect`] → [`Face`]s, largest first);
 //! - [`extract_face`], [`align_face`], [`CropMode`]: cutting a face out for the embedding net;
+//! - [`FaceCrop`]: the crop recipe a model's `config.json` records for detection;
+//! - [`bundled_mtcnn`]: the detector weights built into the crate (no download needed);
 //! - [`read_legacy_pt`], [`convert_mtcnn_pt`]: reading facenet-pytorch's shipped `.pt` files.
 //!
 //! Model folder layout: three files `pnet.safetensors`, `rnet.safetensors`, `onet.safetensors`,
@@ -24,6 +26,8 @@
 //! ```
 
 pub mod align;
+pub mod bundled;
+pub mod face_crop;
 mod layers;
 pub mod legacy_pt;
 pub mod mtcnn;
@@ -36,6 +40,8 @@ pub mod rnet;
 pub use align::{
     align_face, extract_face, template, warp_similarity, CropMode, Similarity, ARCFACE_TEMPLATE_112,
 };
+pub use bundled::{bundled_mtcnn, BUNDLED_MTCNN_NOTICE};
+pub use face_crop::FaceCrop;
 pub use legacy_pt::{convert_mtcnn_pt, read_legacy_pt};
 pub use mtcnn::{DetectTrace, Face, Mtcnn, MtcnnConfig};
 pub use onet::ONet;

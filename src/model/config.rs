@@ -6,8 +6,10 @@
 //! nothing is an implicit default.
 
 use crate::data::preprocess::Preprocess;
+use crate::detect::FaceCrop;
 use crate::loss::Distance;
 use crate::model::compact::CompactCnnConfig;
+use crate::model::inception_resnet_v1::InceptionResnetV1Config;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -28,6 +30,9 @@ pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub enum Architecture {
     /// The compact CNN ([`crate::model::CompactCnn`]).
     CompactCnn(CompactCnnConfig),
+    /// FaceNet's InceptionResnetV1 with facenet-pytorch's tensor names
+    /// ([`crate::model::InceptionResnetV1`]).
+    InceptionResnetV1(InceptionResnetV1Config),
 }
 
 impl Architecture {
@@ -35,6 +40,7 @@ impl Architecture {
     pub fn embedding_dim(&self) -> usize {
         match self {
             Architecture::CompactCnn(c) => c.embedding_dim,
+            Architecture::InceptionResnetV1(c) => c.embedding_dim,
         }
     }
 
@@ -42,6 +48,7 @@ impl Architecture {
     pub fn image_size(&self) -> usize {
         match self {
             Architecture::CompactCnn(c) => c.image_size,
+            Architecture::InceptionResnetV1(c) => c.image_size,
         }
     }
 
@@ -49,6 +56,7 @@ impl Architecture {
     pub fn name(&self) -> &'static str {
         match self {
             Architecture::CompactCnn(_) => "compact_cnn",
+            Architecture::InceptionResnetV1(_) => "inception_resnet_v1",
         }
     }
 }
@@ -119,6 +127,10 @@ pub struct ModelConfig {
     /// Every threshold this model has had, oldest first; the last entry is the current one.
     #[serde(default)]
     pub threshold_history: Vec<ThresholdRecord>,
+    /// How `--detect` cuts a detected face out of a photo before [`preprocess`](Self::preprocess)
+    /// runs; `None` means [`FaceCrop::lfw_deep_funneled`] (the framing of LFW's images).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub face_crop: Option<FaceCrop>,
     /// Name of the weights file inside the folder.
     #[serde(default = "default_weights_file")]
     pub weights: String,
@@ -144,6 +156,7 @@ impl ModelConfig {
             distance: Distance::Euclidean,
             threshold: None,
             threshold_history: Vec::new(),
+            face_crop: None,
             weights: default_weights_file(),
             training: None,
             crate_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -175,9 +188,14 @@ impl ModelConfig {
 
     /// Reads `dir/config.json`.
     pub fn load(dir: &Path) -> Result<Self> {
-        let path = dir.join(CONFIG_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        Self::from_json(&text, &path)
+        Self::load_file(&dir.join(CONFIG_FILE))
+    }
+
+    /// Reads and validates the config file `path` (a `config.json` anywhere, e.g. in the Hub
+    /// cache).
+    pub fn load_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_json(&text, path)
     }
 
     /// Writes `dir/config.json` atomically.
@@ -222,11 +240,22 @@ impl ModelConfig {
             ));
         }
         match &self.architecture {
-            Architecture::CompactCnn(c) => c
-                .validate()
-                .map_err(|e| Error::config(path, e.to_string()))?,
+            Architecture::CompactCnn(c) => c.validate(),
+            Architecture::InceptionResnetV1(c) => c.validate(),
+        }
+        .map_err(|e| Error::config(path, e.to_string()))?;
+        if let Some(fc) = &self.face_crop {
+            fc.validate()
+                .map_err(|e| Error::config(path, e.to_string()))?;
         }
         Ok(())
+    }
+
+    /// The face-crop recipe for detection: [`face_crop`](Self::face_crop) or the LFW framing.
+    pub fn face_crop_or_default(&self) -> FaceCrop {
+        self.face_crop
+            .clone()
+            .unwrap_or_else(FaceCrop::lfw_deep_funneled)
     }
 
     /// Sets a new threshold and records it (with where it came from) at the end of

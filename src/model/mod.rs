@@ -24,6 +24,8 @@ use candle_nn::VarBuilder;
 pub enum EmbeddingNet {
     /// The compact CNN.
     CompactCnn(CompactCnn),
+    /// InceptionResnetV1 (boxed: it holds several hundred tensors).
+    InceptionResnetV1(Box<InceptionResnetV1>),
 }
 
 impl EmbeddingNet {
@@ -31,6 +33,9 @@ impl EmbeddingNet {
     pub fn new(arch: &Architecture, vb: VarBuilder) -> Result<Self> {
         Ok(match arch {
             Architecture::CompactCnn(c) => EmbeddingNet::CompactCnn(CompactCnn::new(c, vb)?),
+            Architecture::InceptionResnetV1(c) => {
+                EmbeddingNet::InceptionResnetV1(Box::new(InceptionResnetV1::new(c, vb)?))
+            }
         })
     }
 }
@@ -39,6 +44,7 @@ impl ModuleT for EmbeddingNet {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         match self {
             EmbeddingNet::CompactCnn(m) => m.forward_t(x, train),
+            EmbeddingNet::InceptionResnetV1(m) => m.forward_t(x, train),
         }
     }
 }

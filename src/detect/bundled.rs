@@ -1,0 +1,44 @@
+//! The MTCNN weights built into the crate, so `--detect` works with no download.
+//!
+//! `models/mtcnn/{pnet,rnet,onet}.safetensors` are facenet-pytorch 2.6.0's `data/{p,r,o}net.pt`
+//! (MIT licence, © Timothy Esler; the networks of Zhang et al., 2016) converted with
+//! [`super::convert_mtcnn_pt`], tensors unchanged. About 2 MB in all.
+
+use super::mtcnn::{Mtcnn, MtcnnConfig};
+use crate::{Error, Result};
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+
+/// Where the bundled detector weights come from, for `--help` texts and model cards.
+pub const BUNDLED_MTCNN_NOTICE: &str = "MTCNN weights from facenet-pytorch 2.6.0 (MIT licence, \
+    (c) Timothy Esler), converted to safetensors unchanged";
+
+const PNET: &[u8] = include_bytes!("../../models/mtcnn/pnet.safetensors");
+const RNET: &[u8] = include_bytes!("../../models/mtcnn/rnet.safetensors");
+const ONET: &[u8] = include_bytes!("../../models/mtcnn/onet.safetensors");
+
+/// The bundled MTCNN detector on `device`, with facenet-pytorch's default settings.
+pub fn bundled_mtcnn(device: &Device) -> Result<Mtcnn> {
+    let vb = |bytes: &[u8], name: &str| {
+        VarBuilder::from_buffered_safetensors(bytes.to_vec(), DType::F32, device)
+            .map_err(|e| Error::weights(format!("<bundled {name}>"), e))
+    };
+    Mtcnn::from_varbuilders(
+        vb(PNET, "pnet.safetensors")?,
+        vb(RNET, "rnet.safetensors")?,
+        vb(ONET, "onet.safetensors")?,
+        MtcnnConfig::default(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundled_detector_loads_and_finds_nothing_in_a_flat_image() {
+        let m = bundled_mtcnn(&Device::Cpu).unwrap();
+        let img = image::RgbImage::from_pixel(64, 64, image::Rgb([128, 128, 128]));
+        assert!(m.detect(&img).unwrap().is_empty());
+    }
+}
