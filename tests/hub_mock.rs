@@ -734,3 +734,129 @@ fn hub_references_parse_and_reject_bad_input() {
         assert!(err.to_string().contains(bad), "{bad}: {err}");
     }
 }
+
+/// A real (tiny, untrained) candle-face model folder: `(config.json, model.safetensors)` bytes.
+fn tiny_model_files(dir: &Path) -> (Vec<u8>, Vec<u8>) {
+    use candle_face::data::preprocess::Preprocess;
+    use candle_face::model::{
+        save_model, Architecture, CompactCnnConfig, EmbeddingNet, ModelConfig,
+    };
+    let arch = Architecture::CompactCnn(CompactCnnConfig {
+        channels: vec![4, 8],
+        embedding_dim: 8,
+        image_size: 16,
+        ..Default::default()
+    });
+    let mut cfg = ModelConfig::new(
+        arch,
+        Preprocess {
+            image_size: 16,
+            ..Preprocess::compact_default()
+        },
+    );
+    cfg.set_threshold(0.5, "test");
+    let varmap = candle_nn::VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(
+        &varmap,
+        candle_core::DType::F32,
+        &candle_core::Device::Cpu,
+    );
+    EmbeddingNet::new(&cfg.architecture, vb).unwrap();
+    save_model(dir, &cfg, &varmap).unwrap();
+    (
+        std::fs::read(dir.join("config.json")).unwrap(),
+        std::fs::read(dir.join("model.safetensors")).unwrap(),
+    )
+}
+
+/// `candle-face verify --model hf:test/tiny` through the mock Hub gives the same answer as the
+/// local folder; with the server stopped, `--offline` answers from the cache; without
+/// `--offline` and without a server, the cached copy is used too (or a clear error).
+#[test]
+fn cli_verify_with_a_hub_model_online_then_offline() {
+    let work = tempfile::tempdir().unwrap();
+    let local = work.path().join("local");
+    let (config, weights) = tiny_model_files(&local);
+    let imgs = work.path().join("imgs");
+    std::fs::create_dir_all(&imgs).unwrap();
+    let a = imgs.join("a.png");
+    let b = imgs.join("b.png");
+    candle_face::demo::Identity::new(1, 0)
+        .render(32, 0)
+        .save(&a)
+        .unwrap();
+    candle_face::demo::Identity::new(1, 1)
+        .render(32, 0)
+        .save(&b)
+        .unwrap();
+    let mut hub = MockHub::start(&[(
+        "test/tiny",
+        vec![
+            (
+                "config.json",
+                Served {
+                    body: config,
+                    kind: Kind::Plain,
+                },
+            ),
+            (
+                "model.safetensors",
+                Served {
+                    body: weights,
+                    kind: Kind::Lfs,
+                },
+            ),
+        ],
+    )]);
+    let cache = work.path().join("cache");
+    let run = |model: &str, endpoint: &str, extra: &[&str]| {
+        let mut cmd = assert_cmd::Command::cargo_bin("candle-face").unwrap();
+        cmd.env("HF_ENDPOINT", endpoint)
+            .env("HF_HUB_CACHE", &cache)
+            .env_remove("HF_HUB_OFFLINE")
+            .env_remove("CANDLE_FACE_OFFLINE")
+            .env("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1")
+            .args(["verify", "--json", "--model", model])
+            .args(extra)
+            .arg(&a)
+            .arg(&b);
+        cmd.output().unwrap()
+    };
+    let want = run(local.to_str().unwrap(), &hub.endpoint(), &[]);
+    assert!(
+        want.status.success(),
+        "{}",
+        String::from_utf8_lossy(&want.stderr)
+    );
+    let online = run("hf:test/tiny", &hub.endpoint(), &[]);
+    assert!(
+        online.status.success(),
+        "{}",
+        String::from_utf8_lossy(&online.stderr)
+    );
+    assert_eq!(online.stdout, want.stdout);
+    assert!(hub
+        .log()
+        .iter()
+        .any(|l| l.contains("test/tiny/resolve/main/model.safetensors")));
+    let endpoint = hub.endpoint();
+    hub.stop();
+    let offline = run("hf:test/tiny", &endpoint, &["--offline"]);
+    assert!(
+        offline.status.success(),
+        "{}",
+        String::from_utf8_lossy(&offline.stderr)
+    );
+    assert_eq!(offline.stdout, want.stdout);
+    // A repository that was never downloaded: a clear error naming it, no panic.
+    let missing = run("hf:test/other", &endpoint, &["--offline"]);
+    assert!(!missing.status.success());
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(err.contains("test/other"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    // Nothing half-written in the cache.
+    for f in files_under(&cache) {
+        let s = f.to_string_lossy();
+        assert!(!s.ends_with(".incomplete") && !s.contains(".tmp"), "{s}");
+    }
+}

@@ -207,3 +207,51 @@ fn training_gradient_matches_finite_differences() {
         );
     }
 }
+
+/// The user path for facenet-pytorch weights: a checkpoint file with the classifier head and
+/// `num_batches_tracked` counters (as `torch.save(model.state_dict())` writes them) given as
+/// `--model`, and the same checkpoint converted to a model folder, both give facenet-pytorch's
+/// output for the fixture's input.
+#[test]
+fn facenet_checkpoint_and_converted_folder_match_facenet_pytorch() {
+    use candle_face::infer::source::{convert_facenet_checkpoint, load_facenet_checkpoint};
+    use candle_face::infer::{LoadOptions, ModelSource};
+    let Some(shared) = shared_dir() else { return };
+    let fixture = candle_core::safetensors::load(
+        shared.join("fixtures/inception_resnet_v1_parity.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let (_, mut tensors) = filled_model(&InceptionResnetV1Config::default(), DType::F32);
+    tensors.insert(
+        "logits.weight".into(),
+        Tensor::zeros((8631, 512), DType::F32, &Device::Cpu).unwrap(),
+    );
+    tensors.insert(
+        "conv2d_1a.bn.num_batches_tracked".into(),
+        Tensor::new(&[7i64], &Device::Cpu).unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("facenet.safetensors");
+    candle_core::safetensors::save(&tensors, &ckpt).unwrap();
+    let want = &fixture["output"];
+
+    let (cfg, net) = load_facenet_checkpoint(&ckpt, &Device::Cpu).unwrap();
+    assert_eq!(cfg.preprocess.image_size, 160);
+    assert_eq!(cfg.threshold, None);
+    let got = net.forward_t(&fixture["input"], false).unwrap();
+    assert!(max_abs(&(&got - want).unwrap()) <= 1e-4);
+
+    let out = dir.path().join("model");
+    convert_facenet_checkpoint(&ckpt, &out).unwrap();
+    let stored =
+        candle_core::safetensors::load(out.join("model.safetensors"), &Device::Cpu).unwrap();
+    assert!(!stored.contains_key("logits.weight"));
+    let src: ModelSource = out.to_str().unwrap().parse().unwrap();
+    let emb = src.load(&LoadOptions::default()).unwrap();
+    assert_eq!(emb.embedding_dim(), 512);
+    let (cfg2, net2) = candle_face::model::load_model(&out, &Device::Cpu).unwrap();
+    assert_eq!(cfg2.architecture, cfg.architecture);
+    let got = net2.forward_t(&fixture["input"], false).unwrap();
+    assert!(max_abs(&(&got - want).unwrap()) <= 1e-4);
+}

@@ -51,8 +51,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 
 /// Runs `embed`.
 pub fn run(a: EmbedArgs) -> Result<()> {
-    a.detect.check()?;
-    let embedder = a.model.load()?;
+    let embedder = a.detect.apply(a.model.load()?)?;
     let paths = expand(&a.inputs)?;
     let (emb, kept, failures) = embedder.embed_images_lossy(&paths)?;
     for f in &failures {

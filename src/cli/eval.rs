@@ -28,8 +28,7 @@ pub struct EvalArgs {
 
 /// Runs `eval`.
 pub fn run_eval(a: EvalArgs) -> Result<()> {
-    a.detect.check()?;
-    let embedder = a.model.load()?;
+    let embedder = a.detect.apply(a.model.load()?)?;
     let pairs = eval::read_pairs(&a.pairs)?;
     let scored = eval::score_pairs(&embedder, &pairs, &a.images)?;
     for s in &scored.skipped {
@@ -88,8 +87,9 @@ pub struct CalibrateArgs {
 
 /// Runs `calibrate`.
 pub fn run_calibrate(a: CalibrateArgs) -> Result<()> {
-    a.detect.check()?;
-    let embedder = candle_face::infer::Embedder::load(&a.model)?;
+    let embedder = a
+        .detect
+        .apply(candle_face::infer::Embedder::load(&a.model)?)?;
     let pairs = eval::read_pairs(&a.pairs)?;
     let scored = eval::score_pairs(&embedder, &pairs, &a.images)?;
     for s in &scored.skipped {

@@ -22,8 +22,7 @@ pub struct EnrollArgs {
 
 /// Runs `enroll`.
 pub fn run_enroll(a: EnrollArgs) -> Result<()> {
-    a.detect.check()?;
-    let embedder = a.model.load()?;
+    let embedder = a.detect.apply(a.model.load()?)?;
     let folder = candle_face::data::ImageFolder::scan(&a.data)?;
     let mut gallery = Gallery::for_embedder(&embedder)?;
     let mut skipped = 0usize;
@@ -89,8 +88,7 @@ pub struct IdentifyArgs {
 
 /// Runs `identify`.
 pub fn run_identify(a: IdentifyArgs) -> Result<()> {
-    a.detect.check()?;
-    let embedder = a.model.load()?;
+    let embedder = a.detect.apply(a.model.load()?)?;
     let gallery = Gallery::load(&a.gallery)?;
     gallery.check_model(&embedder)?;
     let Some(threshold) = a.threshold.or(embedder.config().threshold) else {

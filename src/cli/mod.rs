@@ -1,7 +1,9 @@
 //! Command-line parsing and dispatch. Each command lives in its own module and only parses,
 //! calls the library and prints.
 
+mod convert;
 mod demo;
+mod detect;
 mod embed;
 mod eval;
 mod gallery;
@@ -37,6 +39,10 @@ enum Command {
     Enroll(gallery::EnrollArgs),
     /// Identify faces against an enrolled gallery.
     Identify(gallery::IdentifyArgs),
+    /// Find faces and landmarks in photos (bundled MTCNN); optionally write face crops.
+    Detect(detect::DetectCmdArgs),
+    /// Convert facenet-pytorch weights (InceptionResnetV1, MTCNN) into candle-face folders.
+    Convert(convert::ConvertArgs),
     /// Generate a small synthetic labelled set, train on it for a short while and verify
     /// held-out pairs (no data needed).
     Demo(demo::DemoArgs),
@@ -49,6 +55,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify(a) => verify::run(a),
         Command::Embed(a) => embed::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Detect(a) => detect::run(a),
+        Command::Convert(a) => convert::run(a),
         Command::Eval(a) => eval::run_eval(a),
         Command::Calibrate(a) => eval::run_calibrate(a),
         Command::Pairs(a) => eval::run_pairs(a),

@@ -1,44 +1,67 @@
-//! The `--model` argument: a model folder (later also `hf:owner/name` and the shipped default).
+//! The `--model` argument and the face-detection switches shared by the inference commands.
 
-use anyhow::{bail, Result};
-use candle_face::infer::Embedder;
-use std::path::PathBuf;
+use anyhow::{Context, Result};
+use candle_face::infer::{Embedder, LoadOptions, ModelSource};
 
 /// Options shared by every command that loads a model.
 #[derive(Debug, clap::Args)]
 pub struct ModelArgs {
-    /// Model folder (config.json + model.safetensors).
+    /// The model: a model folder (config.json + model.safetensors), a facenet-pytorch
+    /// checkpoint (.pth/.pt/.safetensors), hf:owner/name[@rev][/file] on the Hugging Face Hub,
+    /// or `default` (the model built into candle-face; also used when --model is omitted).
     #[arg(long, short = 'm', value_name = "MODEL")]
-    pub model: Option<PathBuf>,
+    pub model: Option<String>,
+    /// Never use the network: Hub models must already be in the local cache (also
+    /// CANDLE_FACE_OFFLINE=1 or HF_HUB_OFFLINE=1).
+    #[arg(long)]
+    pub offline: bool,
 }
 
 impl ModelArgs {
+    /// The parsed model source.
+    pub fn source(&self) -> Result<ModelSource> {
+        Ok(self.model.as_deref().unwrap_or("default").parse()?)
+    }
+
+    /// Loading options (CPU, Hub settings from the environment and `--offline`).
+    pub fn load_options(&self) -> LoadOptions {
+        #[allow(unused_mut)]
+        let mut opts = LoadOptions::default();
+        #[cfg(feature = "hub")]
+        {
+            opts.hub.offline |= self.offline;
+        }
+        opts
+    }
+
     /// Loads the embedder for inference.
     pub fn load(&self) -> Result<Embedder> {
-        let Some(dir) = &self.model else {
-            bail!("no --model given (pass a model folder written by `candle-face train`)");
-        };
-        Ok(Embedder::load(dir)?)
+        let source = self.source()?;
+        source
+            .load(&self.load_options())
+            .with_context(|| format!("cannot load model {source}"))
     }
 }
 
 /// Face detection switches (`--detect` / `--no-detect`).
 #[derive(Debug, clap::Args)]
 pub struct DetectArgs {
-    /// Run face detection and alignment before embedding (for raw photos).
+    /// Detect the main face of each image (bundled MTCNN) and crop it the way the model expects
+    /// (its config.json `face_crop`), for raw photos. Without it, images are used as face crops.
     #[arg(long, conflicts_with = "no_detect")]
     pub detect: bool,
-    /// Use the images as they are (pre-cropped faces): only the model's own preprocessing.
+    /// Use the images as they are (face crops): only the model's own preprocessing (default).
     #[arg(long)]
     pub no_detect: bool,
 }
 
 impl DetectArgs {
-    /// Refuses `--detect` until a detector is wired in.
-    pub fn check(&self) -> Result<()> {
+    /// Turns detection on in `embedder` when `--detect` was given.
+    pub fn apply(&self, embedder: Embedder) -> Result<Embedder> {
         if self.detect {
-            bail!("--detect: face detection is not available in this build; pass --no-detect with face crops");
+            Ok(embedder.with_detection()?)
+        } else {
+            Ok(embedder)
         }
-        Ok(())
     }
 }

@@ -99,6 +99,30 @@ pub struct TrainArgs {
     /// No progress bar (plain log lines instead).
     #[arg(long)]
     pub quiet: bool,
+    /// Fine-tune: start from this model (model folder, facenet-pytorch checkpoint,
+    /// hf:owner/name, or `default`); its architecture and preprocessing are used and the
+    /// architecture flags above are ignored.
+    #[arg(long, value_name = "MODEL")]
+    pub init: Option<String>,
+    /// Keep parameters whose names start with PREFIX fixed (repeatable, or comma separated),
+    /// e.g. `--freeze conv2d_,repeat_1,mixed_6a,repeat_2` to train only the last blocks.
+    #[arg(long, value_name = "PREFIX", value_delimiter = ',')]
+    pub freeze: Vec<String>,
+    /// Switch mining at a step, as MINING@STEP (e.g. `batch-hard@1500` after semi-hard or
+    /// batch-all early on).
+    #[arg(long, value_name = "MINING@STEP", value_parser = parse_switch)]
+    pub switch_mining: Option<(u64, Mining)>,
+}
+
+fn parse_switch(s: &str) -> Result<(u64, Mining), String> {
+    let (m, at) = s
+        .split_once('@')
+        .ok_or_else(|| format!("expected MINING@STEP (e.g. batch-hard@1500), got {s:?}"))?;
+    let mining: Mining = m.parse().map_err(|e| format!("{e}"))?;
+    let at: u64 = at
+        .parse()
+        .map_err(|_| format!("{at:?} is not a step number"))?;
+    Ok((at, mining))
 }
 
 fn parse_distance(s: &str) -> Result<Distance, String> {
@@ -159,6 +183,14 @@ impl TrainArgs {
         o.log_every = self.log_every;
         o.validate_every_epochs = self.validate_every;
         o.nan_policy = self.nan_policy;
+        o.init = self.init.clone();
+        o.freeze = self
+            .freeze
+            .iter()
+            .filter(|p| !p.is_empty())
+            .cloned()
+            .collect();
+        o.mining_switch = self.switch_mining;
         Ok(o)
     }
 }

@@ -26,8 +26,7 @@ pub struct VerifyArgs {
 
 /// Runs `verify`.
 pub fn run(a: VerifyArgs) -> Result<()> {
-    a.detect.check()?;
-    let verifier = Verifier::new(a.model.load()?, a.threshold)?;
+    let verifier = Verifier::new(a.detect.apply(a.model.load()?)?, a.threshold)?;
     let v = verifier.verify_paths(&a.image1, &a.image2)?;
     if a.json {
         println!("{}", serde_json::to_string(&v)?);

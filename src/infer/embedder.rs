@@ -1,6 +1,7 @@
 //! [`Embedder`]: images in, L2-normalised embeddings out, exactly as the model's config says.
 
 use crate::data::image_io::load_image;
+use crate::infer::face::FaceFinder;
 use crate::model::{load_model, EmbeddingNet, ModelConfig};
 use crate::{Error, Result};
 use candle_core::{Device, ModuleT, Tensor};
@@ -23,6 +24,7 @@ pub struct Embedder {
     source: PathBuf,
     batch_size: usize,
     fingerprint: std::sync::Arc<std::sync::OnceLock<String>>,
+    faces: Option<std::sync::Arc<FaceFinder>>,
 }
 
 impl Embedder {
@@ -57,7 +59,57 @@ impl Embedder {
             source,
             batch_size: DEFAULT_BATCH_SIZE,
             fingerprint: Default::default(),
+            faces: None,
         }
+    }
+
+    /// Runs face detection on every image file and photo before embedding: the largest face is
+    /// cut out with `finder`'s recipe, then the model's preprocessing applies. An image without
+    /// a face is an [`Error::NoFace`] naming it.
+    pub fn with_face_finder(mut self, finder: FaceFinder) -> Self {
+        self.faces = Some(std::sync::Arc::new(finder));
+        self
+    }
+
+    /// Turns detection on with the bundled MTCNN and the model's own face-crop recipe
+    /// ([`ModelConfig::face_crop_or_default`]).
+    pub fn with_detection(self) -> Result<Self> {
+        let finder = FaceFinder::bundled(self.cfg.face_crop_or_default(), &self.device)?;
+        Ok(self.with_face_finder(finder))
+    }
+
+    /// The face finder, when detection is on.
+    pub fn face_finder(&self) -> Option<&FaceFinder> {
+        self.faces.as_deref()
+    }
+
+    /// Fingerprints the model from weights held in memory (a model not loaded from a file).
+    pub fn with_weight_bytes(self, bytes: &[u8]) -> Self {
+        let mut h = self.recipe_hash();
+        h.write(bytes);
+        let _ = self.fingerprint.set(format!("{:016x}", h.0));
+        self
+    }
+
+    fn recipe_hash(&self) -> Fnv1a64 {
+        let mut h = Fnv1a64::default();
+        let recipe = serde_json::json!({
+            "architecture": self.cfg.architecture,
+            "preprocess": self.cfg.preprocess,
+        });
+        h.write(recipe.to_string().as_bytes());
+        h
+    }
+
+    /// Decodes one image file and, with detection on, cuts out its main face; the model's
+    /// preprocessing then applies.
+    fn load_one(&self, path: &Path) -> Result<RgbImage> {
+        let img = load_image(path)?;
+        let img = match &self.faces {
+            Some(f) => f.find(&img, path)?,
+            None => img,
+        };
+        Ok(self.cfg.preprocess.prepare(&img))
     }
 
     /// Sets how many images go through the network at once (at least 1).
@@ -83,12 +135,7 @@ impl Embedder {
         if let Some(f) = self.fingerprint.get() {
             return Ok(f.clone());
         }
-        let mut h = Fnv1a64::default();
-        let recipe = serde_json::json!({
-            "architecture": self.cfg.architecture,
-            "preprocess": self.cfg.preprocess,
-        });
-        h.write(recipe.to_string().as_bytes());
+        let mut h = self.recipe_hash();
         let weights = if self.source.is_dir() {
             self.source.join(&self.cfg.weights)
         } else {
@@ -126,10 +173,7 @@ impl Embedder {
     pub fn load_prepared<P: AsRef<Path> + Sync>(&self, paths: &[P]) -> Result<Vec<RgbImage>> {
         paths
             .par_iter()
-            .map(|p| {
-                let img = load_image(p.as_ref())?;
-                Ok(self.cfg.preprocess.prepare(&img))
-            })
+            .map(|p| self.load_one(p.as_ref()))
             .collect()
     }
 
@@ -156,7 +200,7 @@ impl Embedder {
         for (c, chunk) in paths.chunks(self.batch_size).enumerate() {
             let loaded: Vec<Result<RgbImage>> = chunk
                 .par_iter()
-                .map(|p| Ok(self.cfg.preprocess.prepare(&load_image(p.as_ref())?)))
+                .map(|p| self.load_one(p.as_ref()))
                 .collect();
             let mut imgs = Vec::with_capacity(chunk.len());
             for (i, r) in loaded.into_iter().enumerate() {
@@ -192,14 +236,23 @@ impl Embedder {
         Ok(t.get(0)?.to_vec1::<f32>()?)
     }
 
-    /// Embeds decoded images of any size: each is preprocessed (crop, resize) first.
+    /// Embeds decoded images of any size: each is preprocessed (crop, resize) first; with
+    /// detection on, its main face is cut out before that (an image without a face is an
+    /// [`Error::NoFace`] naming `<image i>`).
     pub fn embed_rgb(&self, imgs: &[RgbImage]) -> Result<Tensor> {
         let mut rows = Vec::new();
-        for chunk in imgs.chunks(self.batch_size) {
+        for (c, chunk) in imgs.chunks(self.batch_size).enumerate() {
             let prepared: Vec<RgbImage> = chunk
                 .par_iter()
-                .map(|i| self.cfg.preprocess.prepare(i))
-                .collect();
+                .enumerate()
+                .map(|(i, img)| match &self.faces {
+                    Some(f) => {
+                        let name = format!("<image {}>", c * self.batch_size + i);
+                        Ok(self.cfg.preprocess.prepare(&f.find(img, Path::new(&name))?))
+                    }
+                    None => Ok(self.cfg.preprocess.prepare(img)),
+                })
+                .collect::<Result<_>>()?;
             rows.push(self.embed_prepared(&prepared)?);
         }
         self.concat(rows)

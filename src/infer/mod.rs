@@ -4,12 +4,18 @@
 //! Nothing here depends on [`crate::train`]: weights are memory-mapped, BatchNorm runs in
 //! evaluation mode, and there is no optimizer or `VarMap`.
 
+pub mod bundled;
 pub mod embedder;
+pub mod face;
 pub mod gallery;
+pub mod source;
 pub mod store;
 pub mod verifier;
 
+pub use bundled::has_bundled_model;
 pub use embedder::Embedder;
+pub use face::FaceFinder;
 pub use gallery::{Candidate, Gallery, Identification};
+pub use source::{LoadOptions, ModelSource};
 pub use store::{read_embeddings, write_embeddings};
 pub use verifier::{embedding_distance, Verdict, Verifier};

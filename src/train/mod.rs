@@ -18,7 +18,7 @@ use crate::data::loader::{ImageCache, Loader};
 use crate::data::preprocess::Preprocess;
 use crate::data::sampler::PkSampler;
 use crate::data::ImageFolder;
-use crate::loss::TripletLoss;
+use crate::loss::{Mining, TripletLoss};
 use crate::model::{save_model, Architecture, EmbeddingNet, ModelConfig, TrainingSummary};
 use crate::{Error, Result};
 use candle_core::{DType, Device, ModuleT, Var};
@@ -115,6 +115,21 @@ pub struct TrainOptions {
     pub resume: bool,
     /// What to do when the loss is not finite.
     pub nan_policy: NanPolicy,
+    /// Fine-tune: start from this model's weights (a [`crate::infer::ModelSource`] string: model
+    /// folder, facenet-pytorch checkpoint, `hf:owner/name`, `default`). Its architecture and
+    /// preprocessing replace [`architecture`](Self::architecture) and
+    /// [`preprocess`](Self::preprocess).
+    #[serde(default)]
+    pub init: Option<String>,
+    /// Parameter-name prefixes to keep fixed (e.g. `conv2d_`, `repeat_1`): they get no
+    /// optimizer updates (their BatchNorm running statistics still follow the data). Each
+    /// prefix must match at least one parameter.
+    #[serde(default)]
+    pub freeze: Vec<String>,
+    /// Switch the mining strategy at a step: `(step, mining)`, e.g. semi-hard first, then
+    /// batch-hard from step 1500.
+    #[serde(default)]
+    pub mining_switch: Option<(u64, Mining)>,
 }
 
 impl TrainOptions {
@@ -142,6 +157,9 @@ impl TrainOptions {
             validate_every_epochs: 1.0,
             resume: false,
             nan_policy: NanPolicy::Stop,
+            init: None,
+            freeze: Vec::new(),
+            mining_switch: None,
         }
     }
 
@@ -154,6 +172,8 @@ impl TrainOptions {
             "people_per_batch": self.people_per_batch,
             "images_per_person": self.images_per_person,
             "val_fraction": self.val_fraction,
+            "init": self.init,
+            "freeze": self.freeze,
         })
     }
 
@@ -338,6 +358,39 @@ impl MetricsLog {
     }
 }
 
+/// Copies the starting weights `tensors` into every variable of `varmap` (fine-tuning); a
+/// missing tensor or a shape that differs is an error naming it and `source`.
+pub fn init_varmap(
+    varmap: &VarMap,
+    tensors: &std::collections::HashMap<String, candle_core::Tensor>,
+    source: &str,
+) -> Result<()> {
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| Error::Msg("variable map lock poisoned".into()))?;
+    for (name, var) in data.iter() {
+        let t = tensors.get(name).ok_or_else(|| {
+            Error::weights(
+                source,
+                format!("has no tensor {name} for the model to start from"),
+            )
+        })?;
+        if t.dims() != var.dims() {
+            return Err(Error::weights(
+                source,
+                format!(
+                    "tensor {name} has shape {:?}, the model needs {:?}",
+                    t.dims(),
+                    var.dims()
+                ),
+            ));
+        }
+        var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?;
+    }
+    Ok(())
+}
+
 /// The trainable variables of `varmap` (BatchNorm running statistics excluded), with whether
 /// weight decay applies (convolution and linear weights only).
 pub fn trainable_vars(varmap: &VarMap) -> Result<Vec<(String, Var, bool)>> {
@@ -375,6 +428,22 @@ fn bn_stats(varmap: &VarMap) -> Result<Vec<(Var, candle_core::Tensor)>> {
 pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Result<TrainOutcome> {
     opts.validate()?;
     let device = Device::Cpu;
+    // Fine-tuning: the starting model dictates the architecture and preprocessing.
+    let init = match &opts.init {
+        Some(src) => {
+            let source: crate::infer::ModelSource = src.parse()?;
+            Some(source.read_weights(&crate::infer::LoadOptions::default())?)
+        }
+        None => None,
+    };
+    let mut owned = opts.clone();
+    if let Some((cfg, _)) = &init {
+        owned.architecture = cfg.architecture.clone();
+        let flip = owned.preprocess.flip_tta;
+        owned.preprocess = cfg.preprocess.clone();
+        owned.preprocess.flip_tta |= flip;
+    }
+    let opts = &owned;
     let out = opts.out.as_path();
     let ckpt_dir = out.join("checkpoints");
     std::fs::create_dir_all(&ckpt_dir).map_err(|e| Error::io(&ckpt_dir, e))?;
@@ -419,6 +488,15 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
     let folder = ImageFolder::scan(&opts.data)?;
     let split = folder.split(opts.val_fraction, opts.seed);
     let mut notes: Vec<String> = split.note.iter().cloned().collect();
+    if let Some(src) = &opts.init {
+        notes.push(format!("fine-tuned from {src}"));
+    }
+    if !opts.freeze.is_empty() {
+        notes.push(format!("frozen parameters: {}", opts.freeze.join(", ")));
+    }
+    if let Some((at, mining)) = opts.mining_switch {
+        notes.push(format!("mining switched to {mining} at step {at}"));
+    }
     let mut caching = |done: usize, total: usize| on_event(TrainEvent::Caching { done, total });
     let train_cache = build_cache(&split.train, &opts.preprocess, &mut caching)?;
     let val_cache = if split.val.people.is_empty() {
@@ -491,7 +569,28 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
     let net = EmbeddingNet::new(&opts.architecture, vb)?;
-    let mut opt = AdamW::new(trainable_vars(&varmap)?, opts.optimizer)?;
+    if let (Some((_, tensors)), None) = (&init, &resume) {
+        init_varmap(&varmap, tensors, opts.init.as_deref().unwrap_or_default())?;
+    }
+    let mut trainable = trainable_vars(&varmap)?;
+    for prefix in &opts.freeze {
+        if !trainable
+            .iter()
+            .any(|(n, _, _)| n.starts_with(prefix.as_str()))
+        {
+            return Err(Error::InvalidArgument(format!(
+                "--freeze {prefix}: no parameter of the {} model starts with it",
+                opts.architecture.name()
+            )));
+        }
+    }
+    trainable.retain(|(n, _, _)| !opts.freeze.iter().any(|p| n.starts_with(p.as_str())));
+    if trainable.is_empty() {
+        return Err(Error::InvalidArgument(
+            "--freeze leaves no parameter to train".into(),
+        ));
+    }
+    let mut opt = AdamW::new(trainable, opts.optimizer)?;
     let mut state = TrainState {
         options: opts.resume_key(),
         ..Default::default()
@@ -600,7 +699,14 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
             None
         };
         let emb = net.forward_t(&batch.images, true)?;
-        let out_loss = opts.loss.forward(&emb, &batch.labels)?;
+        let loss_fn = match opts.mining_switch {
+            Some((at, mining)) if state.step >= at => TripletLoss {
+                mining,
+                ..opts.loss
+            },
+            _ => opts.loss,
+        };
+        let out_loss = loss_fn.forward(&emb, &batch.labels)?;
         let loss_value = out_loss.loss.to_scalar::<f32>()?;
         if !loss_value.is_finite() {
             match opts.nan_policy {
@@ -651,7 +757,7 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
         });
         let epoch = state.step as f64 / steps_per_epoch as f64;
         state.elapsed_s = elapsed_before + run_start.elapsed().as_secs_f64();
-        if state.step % opts.log_every.max(1) == 0 || state.step == total_steps {
+        if state.step.is_multiple_of(opts.log_every.max(1)) || state.step == total_steps {
             metrics.write(serde_json::json!({
                 "step": state.step, "epoch": epoch,
                 "loss": loss_sum / n_logged as f64,
@@ -665,8 +771,8 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
             window_start = Instant::now();
             window_images = 0;
         }
-        let epoch_end = state.step % steps_per_epoch == 0;
-        if state.step % val_every_steps == 0 && state.step < total_steps {
+        let epoch_end = state.step.is_multiple_of(steps_per_epoch);
+        if state.step.is_multiple_of(val_every_steps) && state.step < total_steps {
             if let Some(r) = validate_now(&net)? {
                 metrics.write(serde_json::json!({
                     "step": state.step, "epoch": epoch, "val_accuracy": r.accuracy,
@@ -680,7 +786,9 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
                 last_val = Some(r);
             }
         }
-        if state.step % opts.checkpoint_every.max(1) == 0 || epoch_end || state.step == total_steps
+        if state.step.is_multiple_of(opts.checkpoint_every.max(1))
+            || epoch_end
+            || state.step == total_steps
         {
             let path = checkpoint::save_checkpoint(
                 &ckpt_dir,

@@ -1,0 +1,57 @@
+//! [`FaceFinder`]: detection + crop in front of an [`Embedder`](super::Embedder), for raw photos.
+
+use crate::detect::{bundled_mtcnn, Face, FaceCrop, Mtcnn};
+use crate::{Error, Result};
+use candle_core::Device;
+use image::RgbImage;
+use std::path::Path;
+
+/// Finds the main face of a photo (the largest MTCNN detection) and cuts it out with a
+/// [`FaceCrop`] recipe, ready for the model's own preprocessing.
+#[derive(Debug, Clone)]
+pub struct FaceFinder {
+    mtcnn: Mtcnn,
+    crop: FaceCrop,
+}
+
+impl FaceFinder {
+    /// A finder from a loaded detector and a crop recipe.
+    pub fn new(mtcnn: Mtcnn, crop: FaceCrop) -> Result<Self> {
+        crop.validate()?;
+        Ok(Self { mtcnn, crop })
+    }
+
+    /// The detector built into the crate ([`bundled_mtcnn`]) with `crop`.
+    pub fn bundled(crop: FaceCrop, device: &Device) -> Result<Self> {
+        Self::new(bundled_mtcnn(device)?, crop)
+    }
+
+    /// The crop recipe.
+    pub fn crop(&self) -> &FaceCrop {
+        &self.crop
+    }
+
+    /// The detector.
+    pub fn detector(&self) -> &Mtcnn {
+        &self.mtcnn
+    }
+
+    /// Every face in `img`, largest first, each with its crop.
+    pub fn find_all(&self, img: &RgbImage) -> Result<Vec<(Face, RgbImage)>> {
+        self.mtcnn
+            .detect(img)?
+            .into_iter()
+            .map(|f| Ok((f, self.crop.apply(img, &f)?)))
+            .collect()
+    }
+
+    /// The crop of the largest face in `img`; [`Error::NoFace`] naming `path` when there is
+    /// none.
+    pub fn find(&self, img: &RgbImage, path: &Path) -> Result<RgbImage> {
+        let faces = self.mtcnn.detect(img)?;
+        let face = faces.first().ok_or_else(|| Error::NoFace {
+            path: path.to_path_buf(),
+        })?;
+        self.crop.apply(img, face)
+    }
+}

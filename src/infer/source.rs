@@ -1,0 +1,481 @@
+//! Where a model comes from: the values `--model` accepts, and loading each of them for
+//! inference.
+//!
+//! | `--model` value | what is loaded |
+//! |---|---|
+//! | *(omitted)* or `default` | the model built into the crate ([`crate::infer::bundled`]) |
+//! | `path/to/folder` | a model folder: `config.json` + weights |
+//! | `weights.pth`, `weights.pt`, `weights.safetensors` | a facenet-pytorch InceptionResnetV1 checkpoint (no `config.json`) |
+//! | `hf:owner/name[@rev]` | a Hub repository holding a model folder (feature `hub`) |
+//! | `hf:owner/name[@rev]/file.pth` | one checkpoint file in a Hub repository (feature `hub`) |
+//!
+//! A facenet-pytorch checkpoint gets facenet-pytorch's own preprocessing (160×160, whole crop,
+//! `(x − 127.5)/128`), its face crop (MTCNN box, margin 0) and BatchNorm epsilon 0.001, and no
+//! threshold: calibrate one (`candle-face calibrate`) or pass `--threshold`. `candle-face convert
+//! facenet` turns such a checkpoint into a model folder with a `config.json`.
+
+use crate::data::preprocess::Preprocess;
+use crate::detect::FaceCrop;
+use crate::infer::Embedder;
+use crate::model::facenet_layout::{
+    check_tensors, infer_config, inspect_facenet_safetensors, is_ignored_key, load_pth_tensors,
+};
+use crate::model::{Architecture, EmbeddingNet, InceptionResnetV1Config, ModelConfig};
+use crate::{Error, Result};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// Checkpoint files known Hub repositories hold, for `hf:owner/name` without a file name.
+pub const KNOWN_HUB_CHECKPOINTS: &[(&str, &str)] =
+    &[("py-feat/facenet", "facenet_20180402_114759_vggface2.pth")];
+
+/// A model to load, as named on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSource {
+    /// The model built into the crate.
+    Bundled,
+    /// A model folder (`config.json` + weights).
+    Folder(PathBuf),
+    /// A facenet-pytorch InceptionResnetV1 checkpoint (`.pt`/`.pth` zip state dict or
+    /// `.safetensors`) without a `config.json`.
+    FacenetCheckpoint(PathBuf),
+    /// A Hub repository at a revision, optionally one file inside it.
+    Hub {
+        /// `owner/name`.
+        repo: String,
+        /// Branch, tag or commit (`main` when not given).
+        revision: String,
+        /// A checkpoint file inside the repository; `None`: the repository's model folder
+        /// (`config.json` + `model.safetensors`) or a known checkpoint.
+        file: Option<String>,
+    },
+}
+
+impl fmt::Display for ModelSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ModelSource::Bundled => write!(f, "default"),
+            ModelSource::Folder(p) | ModelSource::FacenetCheckpoint(p) => {
+                write!(f, "{}", p.display())
+            }
+            ModelSource::Hub {
+                repo,
+                revision,
+                file,
+            } => {
+                write!(f, "hf:{repo}@{revision}")?;
+                if let Some(file) = file {
+                    write!(f, "/{file}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl FromStr for ModelSource {
+    type Err = Error;
+
+    /// Parses a `--model` value (see the module documentation). Local paths must exist.
+    fn from_str(s: &str) -> Result<Self> {
+        let s = s.trim();
+        if s.is_empty() || s == "default" {
+            return Ok(ModelSource::Bundled);
+        }
+        if let Some(rest) = s.strip_prefix("hf:") {
+            return parse_hub(s, rest);
+        }
+        let path = PathBuf::from(s);
+        if path.is_dir() {
+            return Ok(ModelSource::Folder(path));
+        }
+        if path.is_file() {
+            return if is_checkpoint_name(&path) {
+                Ok(ModelSource::FacenetCheckpoint(path))
+            } else {
+                Err(Error::InvalidArgument(format!(
+                    "{s}: not a model folder or a .pth/.pt/.safetensors checkpoint \
+                     (a model folder holds config.json and model.safetensors)"
+                )))
+            };
+        }
+        Err(Error::io(
+            &path,
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "model not found (expected a model folder, a checkpoint file, \
+                 hf:owner/name or `default`)",
+            ),
+        ))
+    }
+}
+
+fn is_checkpoint_name(p: &Path) -> bool {
+    matches!(
+        p.extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.to_ascii_lowercase())
+            .as_deref(),
+        Some("pt" | "pth" | "safetensors")
+    )
+}
+
+fn parse_hub(s: &str, rest: &str) -> Result<ModelSource> {
+    let bad = |why: &str| {
+        Error::InvalidArgument(format!(
+            "{s}: {why} (expected hf:owner/name[@revision][/file])"
+        ))
+    };
+    let (owner, rest) = rest.split_once('/').ok_or_else(|| bad("missing `/name`"))?;
+    let (name_rev, file) = match rest.split_once('/') {
+        Some((n, f)) => (n, Some(f)),
+        None => (rest, None),
+    };
+    let (name, revision) = match name_rev.split_once('@') {
+        Some((n, r)) if !r.is_empty() => (n, r),
+        Some(_) => return Err(bad("empty revision after `@`")),
+        None => (name_rev, "main"),
+    };
+    if owner.is_empty() || name.is_empty() {
+        return Err(bad("empty owner or name"));
+    }
+    if let Some(f) = file {
+        if f.is_empty() || f.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+            return Err(bad("invalid file path"));
+        }
+    }
+    #[cfg(feature = "hub")]
+    crate::hub::HubRef::new(&format!("{owner}/{name}"), revision)?;
+    Ok(ModelSource::Hub {
+        repo: format!("{owner}/{name}"),
+        revision: revision.to_string(),
+        file: file.map(str::to_string),
+    })
+}
+
+/// How to load a [`ModelSource`].
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Device to run the model on.
+    pub device: Device,
+    /// Hub settings (endpoint, cache, offline mode).
+    #[cfg(feature = "hub")]
+    pub hub: crate::hub::HubOptions,
+}
+
+impl Default for LoadOptions {
+    /// CPU, Hub settings from the environment.
+    fn default() -> Self {
+        Self {
+            device: Device::Cpu,
+            #[cfg(feature = "hub")]
+            hub: crate::hub::HubOptions::from_env(),
+        }
+    }
+}
+
+impl ModelSource {
+    /// Loads the model for inference.
+    pub fn load(&self, opts: &LoadOptions) -> Result<Embedder> {
+        match self {
+            ModelSource::Bundled => crate::infer::bundled::bundled_embedder(&opts.device),
+            ModelSource::Folder(dir) => Embedder::load_on(dir, &opts.device),
+            ModelSource::FacenetCheckpoint(p) => {
+                let (cfg, net) = load_facenet_checkpoint(p, &opts.device)?;
+                Ok(Embedder::from_parts(
+                    cfg,
+                    net,
+                    opts.device.clone(),
+                    p.clone(),
+                ))
+            }
+            ModelSource::Hub { .. } => self.load_hub(opts),
+        }
+    }
+
+    #[cfg(feature = "hub")]
+    fn load_hub(&self, opts: &LoadOptions) -> Result<Embedder> {
+        let files = self.fetch(opts)?;
+        match files {
+            Fetched::Folder { config, weights } => {
+                let cfg = ModelConfig::load_file(&config)?;
+                let net = crate::model::folder::load_weights(&cfg, &weights, &opts.device)?;
+                Ok(Embedder::from_parts(cfg, net, opts.device.clone(), weights))
+            }
+            Fetched::Checkpoint(p) => {
+                let (cfg, net) = load_facenet_checkpoint(&p, &opts.device)?;
+                Ok(Embedder::from_parts(cfg, net, opts.device.clone(), p))
+            }
+        }
+    }
+
+    #[cfg(not(feature = "hub"))]
+    fn load_hub(&self, _opts: &LoadOptions) -> Result<Embedder> {
+        Err(Error::Hub(format!(
+            "{self}: this build has no Hub support (rebuild with the `hub` feature)"
+        )))
+    }
+
+    /// The model's config and all its weights as tensors on the CPU (the starting point of
+    /// fine-tuning). A facenet-pytorch checkpoint gets [`facenet_model_config`].
+    pub fn read_weights(
+        &self,
+        opts: &LoadOptions,
+    ) -> Result<(ModelConfig, HashMap<String, Tensor>)> {
+        let folder = |cfg: ModelConfig, weights: &Path| -> Result<_> {
+            let t = candle_core::safetensors::load(weights, &Device::Cpu).map_err(|e| {
+                Error::weights(weights, format!("not a readable safetensors file: {e}"))
+            })?;
+            Ok((cfg, t))
+        };
+        let checkpoint = |p: &Path| -> Result<_> {
+            let tensors = read_facenet_tensors(p)?;
+            let specs = tensors
+                .iter()
+                .map(|(k, t)| (k.clone(), (t.dims().to_vec(), t.dtype())))
+                .collect();
+            let arch = infer_config(&specs, p)?;
+            check_tensors(&arch, &specs, p)?;
+            Ok((facenet_model_config(arch), tensors))
+        };
+        match self {
+            ModelSource::Bundled => crate::infer::bundled::bundled_weights(),
+            ModelSource::Folder(dir) => {
+                let cfg = ModelConfig::load(dir)?;
+                let w = dir.join(&cfg.weights);
+                folder(cfg, &w)
+            }
+            ModelSource::FacenetCheckpoint(p) => checkpoint(p),
+            #[cfg(feature = "hub")]
+            ModelSource::Hub { .. } => match self.fetch(opts)? {
+                Fetched::Folder { config, weights } => {
+                    folder(ModelConfig::load_file(&config)?, &weights)
+                }
+                Fetched::Checkpoint(p) => checkpoint(&p),
+            },
+            #[cfg(not(feature = "hub"))]
+            ModelSource::Hub { .. } => {
+                let _ = opts;
+                Err(Error::Hub(format!(
+                    "{self}: this build has no Hub support (rebuild with the `hub` feature)"
+                )))
+            }
+        }
+    }
+
+    /// Resolves a Hub source to local files in the Hub cache (downloading them unless
+    /// offline). Other sources are an error.
+    #[cfg(feature = "hub")]
+    pub fn fetch(&self, opts: &LoadOptions) -> Result<Fetched> {
+        use crate::hub::{fetch_file, fetch_model, HubRef};
+        let ModelSource::Hub {
+            repo,
+            revision,
+            file,
+        } = self
+        else {
+            return Err(Error::InvalidArgument(format!("{self}: not a Hub model")));
+        };
+        let r = HubRef::new(repo, revision)?;
+        let known = KNOWN_HUB_CHECKPOINTS
+            .iter()
+            .find(|(k, _)| k == repo)
+            .map(|(_, f)| *f);
+        if let Some(f) = file.as_deref().or(known) {
+            return Ok(Fetched::Checkpoint(fetch_file(&r, f, &opts.hub)?));
+        }
+        let files = fetch_model(&r, None, &opts.hub).map_err(|e| {
+            Error::Hub(format!(
+                "{e}\n  (a candle-face model repository holds config.json and model.safetensors; \
+                 for a single checkpoint file use hf:{repo}@{revision}/<file>)"
+            ))
+        })?;
+        Ok(match files.config {
+            Some(config) => Fetched::Folder {
+                config,
+                weights: files.weights,
+            },
+            None => Fetched::Checkpoint(files.weights),
+        })
+    }
+}
+
+/// Local files of a Hub model ([`ModelSource::fetch`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetched {
+    /// A candle-face model: `config.json` and the weights it names.
+    Folder {
+        /// `config.json`.
+        config: PathBuf,
+        /// The weights file.
+        weights: PathBuf,
+    },
+    /// A facenet-pytorch checkpoint without a config.
+    Checkpoint(PathBuf),
+}
+
+/// The config candle-face gives a facenet-pytorch checkpoint: its InceptionResnetV1 layout,
+/// facenet-pytorch's preprocessing and face crop, euclidean distance, no threshold.
+pub fn facenet_model_config(arch: InceptionResnetV1Config) -> ModelConfig {
+    let mut pre = Preprocess::facenet();
+    pre.image_size = arch.image_size as u32;
+    let mut cfg = ModelConfig::new(Architecture::InceptionResnetV1(arch), pre);
+    cfg.face_crop = Some(FaceCrop::facenet());
+    cfg
+}
+
+/// The tensors of a facenet-pytorch checkpoint that the embedding model uses (the `logits`
+/// head and `num_batches_tracked` counters dropped), as f32 on the CPU.
+pub fn read_facenet_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(|e| e.to_ascii_lowercase());
+    let all = if ext.as_deref() == Some("safetensors") {
+        candle_core::safetensors::load(path, &Device::Cpu)
+            .map_err(|e| Error::weights(path, format!("not a readable safetensors file: {e}")))?
+    } else {
+        load_pth_tensors(path)?
+    };
+    all.into_iter()
+        .filter(|(k, _)| !is_ignored_key(k))
+        .map(|(k, t)| Ok((k, t.to_dtype(DType::F32)?)))
+        .collect()
+}
+
+/// Loads a facenet-pytorch InceptionResnetV1 checkpoint (`.pt`/`.pth`/`.safetensors`): infers
+/// its configuration from the tensor shapes, checks every tensor (naming the first that does
+/// not fit), and builds the network on `device`.
+pub fn load_facenet_checkpoint(
+    path: &Path,
+    device: &Device,
+) -> Result<(ModelConfig, EmbeddingNet)> {
+    if !path.is_file() {
+        return Err(Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "checkpoint not found"),
+        ));
+    }
+    let tensors = read_facenet_tensors(path)?;
+    let specs = tensors
+        .iter()
+        .map(|(k, t)| (k.clone(), (t.dims().to_vec(), t.dtype())))
+        .collect();
+    let arch = infer_config(&specs, path)?;
+    check_tensors(&arch, &specs, path)?;
+    let cfg = facenet_model_config(arch);
+    let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+    let net = EmbeddingNet::new(&cfg.architecture, vb).map_err(|e| Error::weights(path, e))?;
+    Ok((cfg, net))
+}
+
+/// Converts a facenet-pytorch InceptionResnetV1 checkpoint into a candle-face model folder
+/// `out` (`config.json` with facenet-pytorch's preprocessing, `model.safetensors` without the
+/// classifier head), written atomically. Returns the config written.
+pub fn convert_facenet_checkpoint(src: &Path, out: &Path) -> Result<ModelConfig> {
+    let tensors = read_facenet_tensors(src)?;
+    let specs = tensors
+        .iter()
+        .map(|(k, t)| (k.clone(), (t.dims().to_vec(), t.dtype())))
+        .collect();
+    let arch = infer_config(&specs, src)?;
+    check_tensors(&arch, &specs, src)?;
+    let cfg = facenet_model_config(arch);
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let weights = out.join(&cfg.weights);
+    crate::fsutil::write_atomic_with(&weights, |tmp| {
+        candle_core::safetensors::save(&tensors, tmp).map_err(|e| Error::weights(tmp, e))
+    })?;
+    cfg.save(out)?;
+    Ok(cfg)
+}
+
+/// Checks a facenet-layout `.safetensors` file without loading its data (see
+/// [`inspect_facenet_safetensors`]).
+pub fn inspect_checkpoint(path: &Path) -> Result<InceptionResnetV1Config> {
+    inspect_facenet_safetensors(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_hub_references_with_files() {
+        let s: ModelSource = "hf:py-feat/facenet".parse().unwrap();
+        assert_eq!(
+            s,
+            ModelSource::Hub {
+                repo: "py-feat/facenet".into(),
+                revision: "main".into(),
+                file: None
+            }
+        );
+        let s: ModelSource = "hf:owner/name@v1.0/sub/w.pth".parse().unwrap();
+        assert_eq!(
+            s,
+            ModelSource::Hub {
+                repo: "owner/name".into(),
+                revision: "v1.0".into(),
+                file: Some("sub/w.pth".into())
+            }
+        );
+        assert_eq!(s.to_string(), "hf:owner/name@v1.0/sub/w.pth");
+        for bad in [
+            "hf:",
+            "hf:owner",
+            "hf:/name",
+            "hf:o/n@",
+            "hf:o/n/../x",
+            "hf:o/n/",
+        ] {
+            assert!(bad.parse::<ModelSource>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn parses_local_sources() {
+        assert_eq!(
+            "default".parse::<ModelSource>().unwrap(),
+            ModelSource::Bundled
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        assert_eq!(
+            d.parse::<ModelSource>().unwrap(),
+            ModelSource::Folder(dir.path().into())
+        );
+        let pth = dir.path().join("w.PTH");
+        std::fs::write(&pth, b"x").unwrap();
+        assert_eq!(
+            pth.to_str().unwrap().parse::<ModelSource>().unwrap(),
+            ModelSource::FacenetCheckpoint(pth.clone())
+        );
+        let txt = dir.path().join("notes.txt");
+        std::fs::write(&txt, b"x").unwrap();
+        let err = txt.to_str().unwrap().parse::<ModelSource>().unwrap_err();
+        assert!(err.to_string().contains("notes.txt"), "{err}");
+        let missing = dir.path().join("nope");
+        let err = missing
+            .to_str()
+            .unwrap()
+            .parse::<ModelSource>()
+            .unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn a_text_file_named_pth_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let pth = dir.path().join("w.pth");
+        std::fs::write(&pth, b"not a checkpoint").unwrap();
+        let err = load_facenet_checkpoint(&pth, &Device::Cpu)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("w.pth"), "{err}");
+    }
+}

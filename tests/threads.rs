@@ -1,0 +1,77 @@
+//! `Embedder` and `Verifier` are `Send + Sync`, and several threads sharing one give the same
+//! results as one thread.
+
+use candle_face::data::preprocess::Preprocess;
+use candle_face::infer::{Embedder, Verifier};
+use candle_face::model::{save_model, Architecture, CompactCnnConfig, EmbeddingNet, ModelConfig};
+use std::sync::Arc;
+
+fn assert_send_sync<T: Send + Sync>() {}
+
+#[test]
+fn shared_embedder_gives_identical_results_across_threads() {
+    assert_send_sync::<Embedder>();
+    assert_send_sync::<Verifier>();
+    let dir = tempfile::tempdir().unwrap();
+    let arch = Architecture::CompactCnn(CompactCnnConfig {
+        channels: vec![8, 16],
+        embedding_dim: 16,
+        image_size: 32,
+        ..Default::default()
+    });
+    let mut cfg = ModelConfig::new(
+        arch,
+        Preprocess {
+            image_size: 32,
+            flip_tta: true,
+            ..Preprocess::compact_default()
+        },
+    );
+    cfg.set_threshold(0.7, "test");
+    let vm = candle_nn::VarMap::new();
+    let vb =
+        candle_nn::VarBuilder::from_varmap(&vm, candle_core::DType::F32, &candle_core::Device::Cpu);
+    EmbeddingNet::new(&cfg.architecture, vb).unwrap();
+    let model = dir.path().join("model");
+    save_model(&model, &cfg, &vm).unwrap();
+    let imgs: Vec<_> = (0..6)
+        .map(|i| {
+            let p = dir.path().join(format!("{i}.png"));
+            candle_face::demo::Identity::new(3, i % 3)
+                .render(48, i)
+                .save(&p)
+                .unwrap();
+            p
+        })
+        .collect();
+
+    let embedder = Arc::new(Embedder::load(&model).unwrap().with_batch_size(2));
+    let want = embedder
+        .embed_images(&imgs)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    let verifier = Arc::new(Verifier::new(Embedder::load(&model).unwrap(), None).unwrap());
+    let want_v = verifier.verify_paths(&imgs[0], &imgs[1]).unwrap();
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let (e, v, imgs) = (embedder.clone(), verifier.clone(), imgs.clone());
+            std::thread::spawn(move || {
+                let mut out = Vec::new();
+                for _ in 0..3 {
+                    out.push((
+                        e.embed_images(&imgs).unwrap().to_vec2::<f32>().unwrap(),
+                        v.verify_paths(&imgs[0], &imgs[1]).unwrap(),
+                    ));
+                }
+                out
+            })
+        })
+        .collect();
+    for h in handles {
+        for (emb, verdict) in h.join().unwrap() {
+            assert_eq!(emb, want);
+            assert_eq!(verdict, want_v);
+        }
+    }
+}
