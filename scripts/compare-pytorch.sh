@@ -7,7 +7,8 @@
 #
 #   TORCH_PYTHON=/path/to/venv/bin/python scripts/compare-pytorch.sh [BENCH...]
 #
-# BENCH: compact64-train compact64-infer irv1-infer irv1-train batch-all loader (default: all).
+# BENCH: compact64-train compact64-infer irv1-infer irv1-train batch-all batch-hard loader mtcnn
+# (default: all).
 # Threads: both sides use THREADS (default 2). Without a Python that has torch the script says
 # so and prints candle-face's figures only; without facenet_pytorch the InceptionResnetV1
 # PyTorch benchmarks are skipped.
@@ -19,11 +20,16 @@ THREADS=${THREADS:-2}
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
 if [ $# -eq 0 ]; then
-  set -- compact64-train compact64-infer irv1-infer irv1-train batch-all loader
+  set -- compact64-train compact64-infer irv1-infer irv1-train batch-all loader mtcnn
 fi
+SUITE=()
+for b in "$@"; do [ "$b" = mtcnn ] || SUITE+=("$b"); done
 
 echo "== candle-face (RAYON_NUM_THREADS=$THREADS)" >&2
-RAYON_NUM_THREADS=$THREADS cargo bench --quiet --bench suite -- "$@" | tee "$OUT/candle.jsonl"
+: > "$OUT/candle.jsonl"
+if [ ${#SUITE[@]} -gt 0 ]; then
+  RAYON_NUM_THREADS=$THREADS cargo bench --quiet --bench suite -- "${SUITE[@]}" | tee "$OUT/candle.jsonl"
+fi
 
 if ! "$PY" -c 'import torch' >/dev/null 2>&1; then
   echo "torch is not importable with '$PY': set TORCH_PYTHON to a Python with torch installed" >&2
@@ -40,7 +46,7 @@ for b in "$@"; do
     irv1-*)
       if "$PY" -c 'import facenet_pytorch' >/dev/null 2>&1; then TORCH_ARGS+=("$b");
       else echo "facenet_pytorch missing for '$PY': skipping PyTorch $b (pip install --no-deps facenet-pytorch)" >&2; fi ;;
-    loader) ;;
+    loader|mtcnn) ;;
     *) TORCH_ARGS+=("$b") ;;
   esac
 done
@@ -52,6 +58,20 @@ if [ ${#TORCH_ARGS[@]} -gt 0 ]; then
 else
   : > "$OUT/torch_default.jsonl"; : > "$OUT/torch_passive.jsonl"
 fi
+
+# MTCNN detection on the 640×480 group photo (both sides), when asked for with `mtcnn`.
+for b in "$@"; do
+  if [ "$b" = mtcnn ]; then
+    IMG="$SHARED/fixtures/images/group_640x480.png"
+    RAYON_NUM_THREADS=$THREADS cargo bench --quiet --bench detect | tee -a "$OUT/candle.jsonl"
+    if "$PY" -c 'import facenet_pytorch, torchvision' >/dev/null 2>&1; then
+      env -u OMP_WAIT_POLICY "$PY" scripts/bench_mtcnn_torch.py "$IMG" --threads "$THREADS" | tee -a "$OUT/torch_default.jsonl"
+      OMP_WAIT_POLICY=PASSIVE "$PY" scripts/bench_mtcnn_torch.py "$IMG" --threads "$THREADS" | tee -a "$OUT/torch_passive.jsonl"
+    else
+      echo "facenet_pytorch/torchvision missing for '$PY': no PyTorch MTCNN figure" >&2
+    fi
+  fi
+done
 
 python3 - "$OUT" <<'PY'
 import json, sys, os
@@ -85,6 +105,9 @@ for r in ours:
     elif b in ("batch-all", "batch-hard"):
         t = best_torch(b, r["batch"], "fwd_bwd_ms", False)
         if t: ratios[f"{b}-{r['batch']}"] = round(t / r["fwd_bwd_ms"], 3)
+    elif b == "mtcnn_detect":
+        t = best_torch(b, None, "ms_per_image_median", False)
+        if t: ratios["mtcnn-detect"] = round(t / r["ms_per_image_median"], 3)
     elif b == "loader" and train_ips:
         ratios["loader-over-compact64-train"] = round(r["images_per_s"] / train_ips, 3)
 print(json.dumps(ratios))

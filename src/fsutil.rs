@@ -36,6 +36,7 @@ pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -
     }
     let tmp = temp_path_for(path);
     let result = write(&tmp).and_then(|()| {
+        normalize_permissions(&tmp);
         let f = std::fs::File::open(&tmp).map_err(|e| Error::io(&tmp, e))?;
         f.sync_all().map_err(|e| Error::io(&tmp, e))?;
         std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
@@ -46,6 +47,24 @@ pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Some writers (the safetensors crate among them) create files readable by their owner only;
+/// a model or checkpoint is meant to be shared like any other file, so owner-only files get the
+/// usual `rw-r--r--`. Best effort.
+fn normalize_permissions(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode();
+            if mode & 0o077 == 0 {
+                let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644));
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
 }
 
 /// Best-effort fsync of the directory holding `path`, so a rename survives a power cut.
@@ -75,6 +94,22 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn owner_only_files_become_world_readable() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("w.safetensors");
+        write_atomic_with(&p, |tmp| {
+            std::fs::write(tmp, b"x").map_err(|e| Error::io(tmp, e))?;
+            std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| Error::io(tmp, e))
+        })
+        .unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644);
     }
 
     #[test]

@@ -134,11 +134,33 @@ pub struct PairsArgs {
     /// Output CSV (`img1,img2,same`, paths relative to DIR).
     #[arg(long, short = 'o')]
     out: PathBuf,
+    /// Only the validation people of `train`'s identity-disjoint split with this fraction (and
+    /// `--split-seed`): pairs of people a model trained with the same settings never saw.
+    #[arg(long, value_name = "FRACTION")]
+    held_out: Option<f32>,
+    /// The `--seed` of the training run whose split `--held-out` reproduces.
+    #[arg(long, default_value_t = 42, requires = "held_out")]
+    split_seed: u64,
 }
 
 /// Runs `pairs`.
 pub fn run_pairs(a: PairsArgs) -> Result<()> {
-    let folder = candle_face::data::ImageFolder::scan(&a.data)?;
+    let mut folder = candle_face::data::ImageFolder::scan(&a.data)?;
+    if let Some(fraction) = a.held_out {
+        let split = folder.split(fraction, a.split_seed);
+        if split.val.people.is_empty() {
+            bail!(
+                "{}: --held-out {fraction} leaves no validation people",
+                a.data.display()
+            );
+        }
+        eprintln!(
+            "held-out people of the split (fraction {fraction}, seed {}): {}",
+            a.split_seed,
+            split.val.people.len()
+        );
+        folder = split.val;
+    }
     let generated = eval::generate_pairs(&folder, a.same, a.different, a.seed)?;
     if let Some(note) = &generated.note {
         eprintln!("note: {note}");
