@@ -232,16 +232,6 @@ impl ModelSource {
             })?;
             Ok((cfg, t))
         };
-        let checkpoint = |p: &Path| -> Result<_> {
-            let tensors = read_facenet_tensors(p)?;
-            let specs = tensors
-                .iter()
-                .map(|(k, t)| (k.clone(), (t.dims().to_vec(), t.dtype())))
-                .collect();
-            let arch = infer_config(&specs, p)?;
-            check_tensors(&arch, &specs, p)?;
-            Ok((facenet_model_config(arch), tensors))
-        };
         match self {
             ModelSource::Bundled => crate::infer::bundled::bundled_weights(),
             ModelSource::Folder(dir) => {
@@ -249,13 +239,13 @@ impl ModelSource {
                 let w = dir.join(&cfg.weights);
                 folder(cfg, &w)
             }
-            ModelSource::FacenetCheckpoint(p) => checkpoint(p),
+            ModelSource::FacenetCheckpoint(p) => read_facenet_checkpoint(p),
             #[cfg(feature = "hub")]
             ModelSource::Hub { .. } => match self.fetch(opts)? {
                 Fetched::Folder { config, weights } => {
                     folder(ModelConfig::load_file(&config)?, &weights)
                 }
-                Fetched::Checkpoint(p) => checkpoint(&p),
+                Fetched::Checkpoint(p) => read_facenet_checkpoint(&p),
             },
             #[cfg(not(feature = "hub"))]
             ModelSource::Hub { .. } => {
@@ -347,6 +337,20 @@ pub fn read_facenet_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
         .collect()
 }
 
+/// Reads a facenet-pytorch InceptionResnetV1 checkpoint: its tensors (see
+/// [`read_facenet_tensors`]) and the config candle-face gives it, with the architecture inferred
+/// from the tensor shapes and every tensor checked (the first that does not fit is named).
+pub fn read_facenet_checkpoint(path: &Path) -> Result<(ModelConfig, HashMap<String, Tensor>)> {
+    let tensors = read_facenet_tensors(path)?;
+    let specs = tensors
+        .iter()
+        .map(|(k, t)| (k.clone(), (t.dims().to_vec(), t.dtype())))
+        .collect();
+    let arch = infer_config(&specs, path)?;
+    check_tensors(&arch, &specs, path)?;
+    Ok((facenet_model_config(arch), tensors))
+}
+
 /// Loads a facenet-pytorch InceptionResnetV1 checkpoint (`.pt`/`.pth`/`.safetensors`): infers
 /// its configuration from the tensor shapes, checks every tensor (naming the first that does
 /// not fit), and builds the network on `device`.
@@ -360,14 +364,7 @@ pub fn load_facenet_checkpoint(
             std::io::Error::new(std::io::ErrorKind::NotFound, "checkpoint not found"),
         ));
     }
-    let tensors = read_facenet_tensors(path)?;
-    let specs = tensors
-        .iter()
-        .map(|(k, t)| (k.clone(), (t.dims().to_vec(), t.dtype())))
-        .collect();
-    let arch = infer_config(&specs, path)?;
-    check_tensors(&arch, &specs, path)?;
-    let cfg = facenet_model_config(arch);
+    let (cfg, tensors) = read_facenet_checkpoint(path)?;
     let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
     let net = EmbeddingNet::new(&cfg.architecture, vb).map_err(|e| Error::weights(path, e))?;
     Ok((cfg, net))
@@ -377,14 +374,7 @@ pub fn load_facenet_checkpoint(
 /// `out` (`config.json` with facenet-pytorch's preprocessing, `model.safetensors` without the
 /// classifier head), written atomically. Returns the config written.
 pub fn convert_facenet_checkpoint(src: &Path, out: &Path) -> Result<ModelConfig> {
-    let tensors = read_facenet_tensors(src)?;
-    let specs = tensors
-        .iter()
-        .map(|(k, t)| (k.clone(), (t.dims().to_vec(), t.dtype())))
-        .collect();
-    let arch = infer_config(&specs, src)?;
-    check_tensors(&arch, &specs, src)?;
-    let cfg = facenet_model_config(arch);
+    let (cfg, tensors) = read_facenet_checkpoint(src)?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let weights = out.join(&cfg.weights);
     crate::fsutil::write_atomic_with(&weights, |tmp| {

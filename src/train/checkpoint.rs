@@ -65,12 +65,21 @@ pub fn list_checkpoints(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     Ok(out)
 }
 
-/// Removes temporary files left by an interrupted write in `dir`.
+/// Whether `name` looks like the `tempfile` crate's default `.tmpXXXXXX`: the safetensors writer
+/// creates one beside the file it writes and renames it, so a kill during a save leaves it behind.
+fn is_tempfile_name(name: &str) -> bool {
+    name.len() == 10
+        && name.starts_with(".tmp")
+        && name[4..].chars().all(|c| c.is_ascii_alphanumeric())
+}
+
+/// Removes temporary files left by an interrupted write in `dir` (ours, `.<name>.tmp-<pid>`, and
+/// the safetensors writer's `.tmpXXXXXX`).
 pub fn remove_stale_temporaries(dir: &Path) {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') && name.contains(".tmp-") {
+            if (name.starts_with('.') && name.contains(".tmp-")) || is_tempfile_name(&name) {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
@@ -202,4 +211,33 @@ pub fn restore_model(ckpt: &Checkpoint, varmap: &VarMap) -> Result<()> {
         var.set(&t.to_device(var.device())?)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_temporaries_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in [
+            ".tmpAb12Cd",
+            ".model.safetensors.tmp-42",
+            "step-00000010.safetensors",
+            ".tmpfile-long",
+            "keep.txt",
+        ] {
+            std::fs::write(dir.path().join(n), b"x").unwrap();
+        }
+        remove_stale_temporaries(dir.path());
+        let mut left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [".tmpfile-long", "keep.txt", "step-00000010.safetensors"]
+        );
+    }
 }
