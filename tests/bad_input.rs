@@ -424,3 +424,192 @@ fn train_on_bad_datasets() {
     let err = stderr_of(&run(&tmp.path().join("nowhere"), "x").failure());
     assert!(err.contains("nowhere"), "{err}");
 }
+
+/// `enroll` and `eval` on folders and pair lists that contain the bad-file corpus: bad files are
+/// reported by name and skipped; a run whose only inputs are bad fails with the reason.
+#[test]
+fn enroll_and_eval_skip_bad_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let people = tmp.path().join("people");
+    for (i, name) in ["ann", "bob", "cat", "dan", "eve", "fay"]
+        .iter()
+        .enumerate()
+    {
+        let d = people.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        for k in 0..4 {
+            face(10 + i as u64, k)
+                .save(d.join(format!("{k}.png")))
+                .unwrap();
+        }
+    }
+    // Pairs of the good images first (10-fold evaluation needs at least 10 of each kind).
+    let csv = tmp.path().join("pairs.csv");
+    cli()
+        .arg("pairs")
+        .arg("--data")
+        .arg(&people)
+        .args(["--same", "12", "--different", "12", "--out"])
+        .arg(&csv)
+        .assert()
+        .success();
+    let bad = bad_images(&people.join("ann"));
+    let gallery = tmp.path().join("g.safetensors");
+    let a = cli()
+        .arg("enroll")
+        .arg("--model")
+        .arg(&model)
+        .arg("--data")
+        .arg(&people)
+        .arg("--out")
+        .arg(&gallery)
+        .assert()
+        .success();
+    let err = stderr_of(&a);
+    assert!(!err.contains("panicked"), "{err}");
+    for (p, _) in &bad {
+        let name = p.file_name().unwrap().to_string_lossy();
+        assert!(err.contains(name.as_ref()), "{name} not reported: {err}");
+    }
+
+    // A person whose only images are bad: enrolling only them fails and says why.
+    let only_bad = tmp.path().join("only-bad");
+    bad_images(&only_bad.join("eve"));
+    let a = cli()
+        .arg("enroll")
+        .arg("--model")
+        .arg(&model)
+        .arg("--data")
+        .arg(&only_bad)
+        .arg("--out")
+        .arg(tmp.path().join("g2.safetensors"))
+        .assert()
+        .failure();
+    let err = stderr_of(&a);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.contains("only-bad") || err.contains("eve"), "{err}");
+    assert!(!tmp.path().join("g2.safetensors").exists());
+
+    // Pairs that point at bad files are skipped with their names; the good ones are scored.
+    let mut text = std::fs::read_to_string(&csv).unwrap();
+    text.push_str("ann/empty.jpg,ann/0.png,1\nann/text.jpg,bob/0.png,0\n");
+    std::fs::write(&csv, text).unwrap();
+    let a = cli()
+        .arg("eval")
+        .arg("--model")
+        .arg(&model)
+        .arg("--pairs")
+        .arg(&csv)
+        .arg("--images")
+        .arg(&people)
+        .arg("--json")
+        .assert()
+        .success();
+    let err = stderr_of(&a);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("empty.jpg") && err.contains("text.jpg"),
+        "{err}"
+    );
+    let out = String::from_utf8_lossy(&a.get_output().stdout).to_string();
+    assert!(out.contains("\"pairs\":24"), "{out}");
+}
+
+/// Broken model folders given to `verify`: each a non-zero exit with an error naming the file,
+/// never a panic.
+#[test]
+fn broken_model_folders_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let img = tmp.path().join("a.png");
+    face(1, 1).save(&img).unwrap();
+    let cfg_text = std::fs::read_to_string(model.join("config.json")).unwrap();
+    let weights = std::fs::read(model.join("model.safetensors")).unwrap();
+    let cases: Vec<(&str, Box<dyn Fn(&Path)>, &str)> = vec![
+        (
+            "missing weights",
+            Box::new(|d: &Path| {
+                std::fs::remove_file(d.join("model.safetensors")).unwrap();
+            }),
+            "model.safetensors",
+        ),
+        (
+            "truncated weights",
+            Box::new(|d: &Path| {
+                std::fs::write(d.join("model.safetensors"), &weights[..weights.len() / 2]).unwrap();
+            }),
+            "model.safetensors",
+        ),
+        (
+            "invalid JSON",
+            Box::new(|d: &Path| {
+                std::fs::write(d.join("config.json"), "{ not json").unwrap();
+            }),
+            "config.json",
+        ),
+        (
+            "newer format",
+            Box::new(|d: &Path| {
+                std::fs::write(
+                    d.join("config.json"),
+                    cfg_text.replace("\"format_version\": 1", "\"format_version\": 99"),
+                )
+                .unwrap();
+            }),
+            "config.json",
+        ),
+        (
+            "unknown architecture",
+            Box::new(|d: &Path| {
+                std::fs::write(
+                    d.join("config.json"),
+                    cfg_text.replace("\"compact_cnn\"", "\"vision_transformer\""),
+                )
+                .unwrap();
+            }),
+            "config.json",
+        ),
+        (
+            "wrong shapes",
+            Box::new(|d: &Path| {
+                std::fs::write(
+                    d.join("config.json"),
+                    cfg_text.replace("\"embedding_dim\": 8", "\"embedding_dim\": 9"),
+                )
+                .unwrap();
+            }),
+            "model.safetensors",
+        ),
+        (
+            "missing config",
+            Box::new(|d: &Path| {
+                std::fs::remove_file(d.join("config.json")).unwrap();
+            }),
+            "config.json",
+        ),
+    ];
+    for (what, breakit, names) in cases {
+        let d = tmp.path().join(what.replace(' ', "-"));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("config.json"), &cfg_text).unwrap();
+        std::fs::write(d.join("model.safetensors"), &weights).unwrap();
+        breakit(&d);
+        let a = cli()
+            .arg("verify")
+            .arg("--model")
+            .arg(&d)
+            .arg("--threshold")
+            .arg("1")
+            .arg(&img)
+            .arg(&img)
+            .assert()
+            .failure();
+        let err = stderr_of(&a);
+        assert!(!err.contains("panicked"), "{what}: {err}");
+        assert!(
+            err.contains(names),
+            "{what}: error does not name {names}: {err}"
+        );
+    }
+}
