@@ -516,6 +516,9 @@ fn enroll_and_eval_skip_bad_files() {
     assert!(out.contains("\"pairs\":24"), "{out}");
 }
 
+/// Damages a copy of a model folder.
+type Breaker<'a> = Box<dyn Fn(&Path) + 'a>;
+
 /// Broken model folders given to `verify`: each a non-zero exit with an error naming the file,
 /// never a panic.
 #[test]
@@ -526,7 +529,7 @@ fn broken_model_folders_are_clear_errors() {
     face(1, 1).save(&img).unwrap();
     let cfg_text = std::fs::read_to_string(model.join("config.json")).unwrap();
     let weights = std::fs::read(model.join("model.safetensors")).unwrap();
-    let cases: Vec<(&str, Box<dyn Fn(&Path)>, &str)> = vec![
+    let cases: Vec<(&str, Breaker, &str)> = vec![
         (
             "missing weights",
             Box::new(|d: &Path| {
