@@ -134,6 +134,48 @@ fn train_resume_verify_embed() {
         .embed_images(&paths)
         .unwrap();
     assert_eq!(t.to_vec2::<f32>().unwrap(), lib.to_vec2::<f32>().unwrap());
+
+    // calibrate writes a new threshold (old one kept in the history); verify then uses it.
+    let pairs = tmp.path().join("pairs.csv");
+    cli()
+        .args(["pairs", "--same", "12", "--different", "12", "--data"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&pairs)
+        .assert()
+        .success();
+    cli()
+        .args(["calibrate", "--target", "far=0.1", "--model"])
+        .arg(&out)
+        .arg("--pairs")
+        .arg(&pairs)
+        .arg("--images")
+        .arg(&data)
+        .assert()
+        .success();
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    let history = cfg["threshold_history"].as_array().unwrap();
+    assert_eq!(history.len(), 2);
+    assert!((history[0]["threshold"].as_f64().unwrap() - threshold).abs() < 1e-6);
+    let new_t = cfg["threshold"].as_f64().unwrap();
+    assert_eq!(history[1]["threshold"].as_f64().unwrap(), new_t);
+    assert!(history[1]["source"].as_str().unwrap().contains("calibrate"));
+    let o = cli()
+        .args(["verify", "--json", "--model"])
+        .arg(&out)
+        .arg(a)
+        .arg(b)
+        .assert()
+        .success();
+    let v: serde_json::Value = serde_json::from_slice(&o.get_output().stdout).unwrap();
+    assert!((v["threshold"].as_f64().unwrap() - new_t).abs() < 1e-6);
+    let leftovers: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty());
 }
 
 #[test]

@@ -22,7 +22,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 8)]
     images: usize,
     /// Training steps.
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = 300)]
     steps: u64,
     /// Seed.
     #[arg(long, default_value_t = 7)]
