@@ -343,53 +343,27 @@ mod tests {
         }
     }
 
+    /// `(y, dL/dx)` of `L = Σ pool(x)` for a 2×2 input, flattened.
+    fn pooled_and_grad(
+        x: [[f32; 2]; 2],
+        pool: fn(&Tensor, usize, usize) -> Result<Tensor>,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let xv = Var::from_tensor(&Tensor::new(&[[x]], &Device::Cpu).unwrap()).unwrap();
+        let y = pool(&xv, 2, 2).unwrap();
+        let g = y.sum_all().unwrap().backward().unwrap();
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        (flat(&y), flat(g.get(&xv).unwrap()))
+    }
+
     #[test]
     fn unique_maximum_gets_the_whole_gradient_and_ties_go_to_the_first() {
-        let x = Tensor::new(&[[[[1f32, 2.], [3., 4.]]]], &Device::Cpu).unwrap();
-        let xv = Var::from_tensor(&x).unwrap();
-        let g = max_pool2d(&xv, 2, 2)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let dx = g
-            .get(&xv)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let (_, dx) = pooled_and_grad([[1., 2.], [3., 4.]], max_pool2d);
         assert_eq!(dx, [0., 0., 0., 1.]);
-        let x = Tensor::new(&[[[[5f32, 5.], [1., 5.]]]], &Device::Cpu).unwrap();
-        let xv = Var::from_tensor(&x).unwrap();
-        let g = max_pool2d(&xv, 2, 2)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let dx = g
-            .get(&xv)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let (_, dx) = pooled_and_grad([[5., 5.], [1., 5.]], max_pool2d);
         assert_eq!(dx, [1., 0., 0., 0.]);
         // All-negative window under the fused ReLU: output 0, no gradient.
-        let x = Tensor::new(&[[[[-1f32, -2.], [-3., -4.]]]], &Device::Cpu).unwrap();
-        let xv = Var::from_tensor(&x).unwrap();
-        let y = relu_max_pool2d(&xv, 2, 2).unwrap();
-        assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), [0.]);
-        let g = y.sum_all().unwrap().backward().unwrap();
-        let dx = g
-            .get(&xv)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let (y, dx) = pooled_and_grad([[-1., -2.], [-3., -4.]], relu_max_pool2d);
+        assert_eq!(y, [0.]);
         assert_eq!(dx, [0., 0., 0., 0.]);
     }
 
