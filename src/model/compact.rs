@@ -86,7 +86,7 @@ impl ConvBn {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        self.bn.forward_t(&self.conv.forward(x)?, train)
+        self.bn.conv_bn(&self.conv, x, train)
     }
 }
 

@@ -120,7 +120,7 @@ impl BasicConv2d {
 
 impl ModuleT for BasicConv2d {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let y = self.bn.forward_t(&self.conv.forward(x)?, train)?;
+        let y = self.bn.conv_bn(&self.conv, x, train)?;
         ops::relu(&y)
     }
 }

@@ -96,6 +96,27 @@ impl BatchNorm2d {
         Ok((scale, shift))
     }
 
+    /// A convolution followed by this BatchNorm in inference mode, as one convolution: the
+    /// weights scaled per output channel by [`scale_shift`](Self::scale_shift)'s scale, then the
+    /// shift added (one pass over the output instead of two).
+    pub fn conv_folded(&self, conv: &Conv2d, x: &Tensor) -> Result<Tensor> {
+        let (scale, shift) = self.scale_shift()?;
+        let o = scale.dim(0)?;
+        let w = conv.weight.broadcast_mul(&scale.reshape((o, 1, 1, 1))?)?;
+        crate::ops::conv2d(x, &w, conv.stride, conv.padding)?
+            .broadcast_add(&shift.reshape((1, o, 1, 1))?)
+    }
+
+    /// `conv` then this BatchNorm: batch statistics in training, folded into the convolution
+    /// ([`conv_folded`](Self::conv_folded)) in inference.
+    pub fn conv_bn(&self, conv: &Conv2d, x: &Tensor, train: bool) -> Result<Tensor> {
+        if train {
+            self.forward_t(&conv.forward(x)?, true)
+        } else {
+            self.conv_folded(conv, x)
+        }
+    }
+
     /// Normalises `x` (N, C, …); `train` selects batch statistics (and updates the running ones).
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let c = self.weight.dim(0)?;
@@ -158,6 +179,43 @@ pub fn max_pool2x2(x: &Tensor) -> Result<Tensor> {
 mod tests {
     use super::*;
     use candle_core::{Device, Var};
+
+    #[test]
+    fn folded_conv_bn_equals_conv_then_bn() {
+        let dev = Device::Cpu;
+        let vm = candle_nn::VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, candle_core::DType::F32, &dev);
+        let conv = Conv2d::new(3, 5, (3, 3), 1, (1, 1), vb.pp("conv")).unwrap();
+        let bn = BatchNorm2d::new(5, 1e-3, 0.1, vb.pp("bn")).unwrap();
+        // Non-trivial statistics and affine parameters.
+        let x = Tensor::randn(0f32, 2.0, (4, 3, 6, 6), &dev).unwrap();
+        for _ in 0..3 {
+            bn.forward_t(&(conv.forward(&x).unwrap() + 1.5).unwrap(), true)
+                .unwrap();
+        }
+        let data = vm.data().lock().unwrap();
+        data["bn.weight"]
+            .set(&Tensor::new(&[0.5f32, 1.5, -1.0, 2.0, 0.1], &dev).unwrap())
+            .unwrap();
+        data["bn.bias"]
+            .set(&Tensor::new(&[0.2f32, -0.3, 0.0, 1.0, -2.0], &dev).unwrap())
+            .unwrap();
+        drop(data);
+        let bn = BatchNorm2d::new(5, 1e-3, 0.1, vb.pp("bn")).unwrap();
+        let want = bn.forward_t(&conv.forward(&x).unwrap(), false).unwrap();
+        let got = bn.conv_bn(&conv, &x, false).unwrap();
+        let err = (want - got)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(err < 1e-4, "max abs difference {err}");
+    }
 
     #[test]
     fn l2_normalize_unit_rows_and_zero_row() {
