@@ -1,5 +1,5 @@
 //! Robust image decoding for datasets assembled by hand: every failure is an
-//! [`Error::Image`](crate::Error::Image) naming the file and saying why in plain words.
+//! [`crate::Error::Image`] naming the file and saying why in plain words.
 //!
 //! What [`load_image`] does, in order:
 //! - reads the file (an empty file, or one over [`MAX_FILE_BYTES`], is refused);
