@@ -17,9 +17,7 @@
 use crate::data::preprocess::Preprocess;
 use crate::detect::FaceCrop;
 use crate::infer::Embedder;
-use crate::model::facenet_layout::{
-    check_tensors, infer_config, inspect_facenet_safetensors, is_ignored_key, load_pth_tensors,
-};
+use crate::model::facenet_layout::{check_tensors, infer_config, is_ignored_key, load_pth_tensors};
 use crate::model::{Architecture, EmbeddingNet, InceptionResnetV1Config, ModelConfig};
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
@@ -382,12 +380,6 @@ pub fn convert_facenet_checkpoint(src: &Path, out: &Path) -> Result<ModelConfig>
     })?;
     cfg.save(out)?;
     Ok(cfg)
-}
-
-/// Checks a facenet-layout `.safetensors` file without loading its data (see
-/// [`inspect_facenet_safetensors`]).
-pub fn inspect_checkpoint(path: &Path) -> Result<InceptionResnetV1Config> {
-    inspect_facenet_safetensors(path)
 }
 
 #[cfg(test)]
