@@ -3,8 +3,6 @@
 //!
 //! `cargo run --example fuzz_seeds -- fuzz/corpus`
 
-use candle_face::data::preprocess::Preprocess;
-use candle_face::model::{save_model, Architecture, CompactCnnConfig, EmbeddingNet, ModelConfig};
 use std::path::PathBuf;
 
 fn main() -> anyhow::Result<()> {
@@ -34,26 +32,8 @@ fn main() -> anyhow::Result<()> {
     image::DynamicImage::ImageLuma8(dynimg.to_luma8()).save(images.join("grey.png"))?;
     image::DynamicImage::ImageRgba8(dynimg.to_rgba8()).save(images.join("rgba.png"))?;
 
-    let arch = Architecture::CompactCnn(CompactCnnConfig {
-        channels: vec![4, 8],
-        embedding_dim: 8,
-        image_size: 16,
-        ..Default::default()
-    });
-    let mut cfg = ModelConfig::new(
-        arch,
-        Preprocess {
-            image_size: 16,
-            ..Preprocess::compact_default()
-        },
-    );
-    cfg.set_threshold(0.5, "seed");
     let tmp = tempfile::tempdir()?;
-    let vm = candle_nn::VarMap::new();
-    let vb =
-        candle_nn::VarBuilder::from_varmap(&vm, candle_core::DType::F32, &candle_core::Device::Cpu);
-    EmbeddingNet::new(&cfg.architecture, vb)?;
-    save_model(tmp.path(), &cfg, &vm)?;
+    candle_face::demo::write_untrained_model(tmp.path(), 0.5, false)?;
     std::fs::copy(tmp.path().join("config.json"), configs.join("config.json"))?;
     std::fs::copy(
         tmp.path().join("model.safetensors"),

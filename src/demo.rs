@@ -171,6 +171,43 @@ pub fn write_dataset(
     Ok(out)
 }
 
+/// Writes a model folder for a tiny compact CNN (channels 4 and 8, 8-d embedding, 16×16 input)
+/// with freshly initialised, untrained weights and the given threshold; `flip_tta` sets the
+/// preprocessing's test-time flip. For tests, fuzz seeds and examples that need a real, loadable
+/// model folder quickly; its embeddings mean nothing.
+pub fn write_untrained_model(
+    dir: &Path,
+    threshold: f32,
+    flip_tta: bool,
+) -> Result<crate::model::ModelConfig> {
+    use crate::data::preprocess::Preprocess;
+    use crate::model::{save_model, Architecture, CompactCnnConfig, EmbeddingNet, ModelConfig};
+    let arch = Architecture::CompactCnn(CompactCnnConfig {
+        channels: vec![4, 8],
+        embedding_dim: 8,
+        image_size: 16,
+        ..Default::default()
+    });
+    let mut cfg = ModelConfig::new(
+        arch,
+        Preprocess {
+            image_size: 16,
+            flip_tta,
+            ..Preprocess::compact_default()
+        },
+    );
+    cfg.set_threshold(threshold, "untrained demo model");
+    let varmap = candle_nn::VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(
+        &varmap,
+        candle_core::DType::F32,
+        &candle_core::Device::Cpu,
+    );
+    EmbeddingNet::new(&cfg.architecture, vb)?;
+    save_model(dir, &cfg, &varmap)?;
+    Ok(cfg)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

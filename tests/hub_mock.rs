@@ -737,32 +737,7 @@ fn hub_references_parse_and_reject_bad_input() {
 
 /// A real (tiny, untrained) candle-face model folder: `(config.json, model.safetensors)` bytes.
 fn tiny_model_files(dir: &Path) -> (Vec<u8>, Vec<u8>) {
-    use candle_face::data::preprocess::Preprocess;
-    use candle_face::model::{
-        save_model, Architecture, CompactCnnConfig, EmbeddingNet, ModelConfig,
-    };
-    let arch = Architecture::CompactCnn(CompactCnnConfig {
-        channels: vec![4, 8],
-        embedding_dim: 8,
-        image_size: 16,
-        ..Default::default()
-    });
-    let mut cfg = ModelConfig::new(
-        arch,
-        Preprocess {
-            image_size: 16,
-            ..Preprocess::compact_default()
-        },
-    );
-    cfg.set_threshold(0.5, "test");
-    let varmap = candle_nn::VarMap::new();
-    let vb = candle_nn::VarBuilder::from_varmap(
-        &varmap,
-        candle_core::DType::F32,
-        &candle_core::Device::Cpu,
-    );
-    EmbeddingNet::new(&cfg.architecture, vb).unwrap();
-    save_model(dir, &cfg, &varmap).unwrap();
+    candle_face::demo::write_untrained_model(dir, 0.5, false).unwrap();
     (
         std::fs::read(dir.join("config.json")).unwrap(),
         std::fs::read(dir.join("model.safetensors")).unwrap(),

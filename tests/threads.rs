@@ -1,9 +1,7 @@
 //! `Embedder` and `Verifier` are `Send + Sync`, and several threads sharing one give the same
 //! results as one thread.
 
-use candle_face::data::preprocess::Preprocess;
 use candle_face::infer::{Embedder, Verifier};
-use candle_face::model::{save_model, Architecture, CompactCnnConfig, EmbeddingNet, ModelConfig};
 use std::sync::Arc;
 
 fn assert_send_sync<T: Send + Sync>() {}
@@ -13,27 +11,8 @@ fn shared_embedder_gives_identical_results_across_threads() {
     assert_send_sync::<Embedder>();
     assert_send_sync::<Verifier>();
     let dir = tempfile::tempdir().unwrap();
-    let arch = Architecture::CompactCnn(CompactCnnConfig {
-        channels: vec![8, 16],
-        embedding_dim: 16,
-        image_size: 32,
-        ..Default::default()
-    });
-    let mut cfg = ModelConfig::new(
-        arch,
-        Preprocess {
-            image_size: 32,
-            flip_tta: true,
-            ..Preprocess::compact_default()
-        },
-    );
-    cfg.set_threshold(0.7, "test");
-    let vm = candle_nn::VarMap::new();
-    let vb =
-        candle_nn::VarBuilder::from_varmap(&vm, candle_core::DType::F32, &candle_core::Device::Cpu);
-    EmbeddingNet::new(&cfg.architecture, vb).unwrap();
     let model = dir.path().join("model");
-    save_model(&model, &cfg, &vm).unwrap();
+    candle_face::demo::write_untrained_model(&model, 0.7, true).unwrap();
     let imgs: Vec<_> = (0..6)
         .map(|i| {
             let p = dir.path().join(format!("{i}.png"));
