@@ -30,6 +30,11 @@ pub struct TrainArgs {
     /// Images per person per batch (K).
     #[arg(long, default_value_t = 4)]
     pub images_per_person: usize,
+    /// Of the P people of a batch, how many are people with a single image: their K entries
+    /// are independently augmented views of that image, so they add identities as negatives
+    /// (people with one photo are usually most of a folder). 0 leaves them out.
+    #[arg(long, default_value_t = 0, value_name = "S")]
+    pub singletons: usize,
     /// Triplet mining: batch-all, batch-hard or semi-hard.
     #[arg(long, default_value = "batch-hard")]
     pub loss: Mining,
@@ -166,6 +171,7 @@ impl TrainArgs {
         };
         o.people_per_batch = self.people;
         o.images_per_person = self.images_per_person;
+        o.singletons_per_batch = self.singletons;
         o.duration = match (self.epochs, self.steps) {
             (Some(e), None) => Duration::Epochs(e),
             (None, Some(s)) => Duration::Steps(s),

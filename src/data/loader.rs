@@ -305,9 +305,28 @@ impl Loader {
         start_step: u64,
         device: Device,
     ) -> Result<Loader> {
+        let sampler = PkSampler::new(&cache.images_per_person(), p, k, seed)?;
+        Self::from_sampler(cache, pre, augment, sampler, seed, start_step, device)
+    }
+
+    /// Like [`new`](Self::new) with a sampler built by the caller (e.g. with
+    /// [`PkSampler::with_singletons`]); `sampler` must be fresh (no batch drawn) and built
+    /// over `cache.images_per_person()` with the same `seed`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if the recipe does not match the cache or the augmentation
+    /// is invalid.
+    pub fn from_sampler(
+        cache: Arc<ImageCache>,
+        pre: Preprocess,
+        augment: Augment,
+        mut sampler: PkSampler,
+        seed: u64,
+        start_step: u64,
+        device: Device,
+    ) -> Result<Loader> {
         cache.check_recipe(&pre)?;
         augment.validate()?;
-        let mut sampler = PkSampler::new(&cache.images_per_person(), p, k, seed)?;
         sampler.skip(start_step);
         let (p, k, bpe) = (sampler.p(), sampler.k(), sampler.batches_per_epoch());
         let (tx, rx): (SyncSender<Result<Batch>>, _) = std::sync::mpsc::sync_channel(PREFETCH);

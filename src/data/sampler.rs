@@ -12,6 +12,11 @@
 //! - Within a person: K distinct images when the person has at least K; otherwise every image
 //!   once plus `K − n` more drawn **with replacement**, so the group still has K entries.
 //! - The whole stream is a function of the seed: [`PkSampler::skip`] fast-forwards to a step.
+//! - Optionally ([`PkSampler::with_singletons`]) S of the P groups come from one-image people:
+//!   the group is K copies of that one image, which the loader augments independently, so its
+//!   "positives" are views of one photo (as in SimCLR-style self-supervision) while the person
+//!   still serves as a negative for everyone else. One-image people are usually most of a
+//!   folder (2872 of LFW View 1's 4038), so this multiplies the identities a run sees.
 
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -30,6 +35,10 @@ pub struct PkSampler {
     cycle: Vec<usize>,
     pos: usize,
     batches_drawn: u64,
+    singles: Vec<usize>,
+    singles_per_batch: usize,
+    single_rng: StdRng,
+    single_pos: usize,
 }
 
 impl PkSampler {
@@ -78,7 +87,56 @@ impl PkSampler {
             cycle,
             pos: 0,
             batches_drawn: 0,
+            singles: Vec::new(),
+            singles_per_batch: 0,
+            single_rng: StdRng::seed_from_u64(seed ^ 0x5349_4e47_4c45_5321),
+            single_pos: 0,
         })
+    }
+
+    /// Makes `s` of every batch's P groups one-image people (K augmented copies of their one
+    /// image); the other `P − s` groups stay people with two or more images. `s = 0` is the
+    /// plain sampler. Call before drawing any batch. The first `P − s` groups of each batch are
+    /// drawn exactly as a plain sampler with `P − s` people per batch would draw them, and
+    /// an epoch ([`batches_per_epoch`](Self::batches_per_epoch)) stays one pass over the
+    /// multi-image people.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if `s ≥ P` (at least one group must hold real positives) or
+    /// fewer than `s` people have exactly one image.
+    pub fn with_singletons(mut self, s: usize) -> Result<Self> {
+        if s == 0 {
+            return Ok(self);
+        }
+        if s >= self.p {
+            return Err(Error::InvalidArgument(format!(
+                "--singletons {s} must be smaller than the people per batch ({}): at least one \
+                 group needs real positives",
+                self.p
+            )));
+        }
+        let singles: Vec<usize> = self
+            .counts
+            .iter()
+            .enumerate()
+            .filter(|(_, &n)| n == 1)
+            .map(|(i, _)| i)
+            .collect();
+        if singles.len() < s {
+            return Err(Error::InvalidArgument(format!(
+                "--singletons {s}: only {} people have exactly one image",
+                singles.len()
+            )));
+        }
+        self.singles = singles;
+        self.singles.shuffle(&mut self.single_rng);
+        self.singles_per_batch = s;
+        Ok(self)
+    }
+
+    /// One-image groups per batch (see [`with_singletons`](Self::with_singletons)).
+    pub fn singletons(&self) -> usize {
+        self.singles_per_batch
     }
 
     /// People per batch (possibly reduced from the requested P).
@@ -106,11 +164,13 @@ impl PkSampler {
         self.batches_drawn
     }
 
-    /// `ceil(images of eligible people / (P·K))`: batches that show about as many images as
-    /// the eligible part of the dataset holds.
+    /// `ceil(images of eligible people / ((P − S)·K))`: batches that show about as many images
+    /// of people with two or more images as the dataset holds (S = singletons per batch).
     pub fn batches_per_epoch(&self) -> usize {
         let total: usize = self.eligible.iter().map(|&i| self.counts[i]).sum();
-        total.div_ceil(self.batch_size()).max(1)
+        total
+            .div_ceil((self.p - self.singles_per_batch) * self.k)
+            .max(1)
     }
 
     /// The next person of the cycle, reshuffling at its end; never one in `taken`.
@@ -136,7 +196,7 @@ impl PkSampler {
     pub fn next_batch(&mut self) -> Vec<(usize, usize)> {
         let mut batch = Vec::with_capacity(self.batch_size());
         let mut taken = Vec::with_capacity(self.p);
-        for _ in 0..self.p {
+        for _ in 0..self.p - self.singles_per_batch {
             let person = self.next_person(&taken);
             taken.push(person);
             let n = self.counts[person];
@@ -152,6 +212,19 @@ impl PkSampler {
                 }
                 batch.extend(all.into_iter().map(|idx| (person, idx)));
             }
+        }
+        // A batch's singles are consecutive in their cycle, so none repeats within a batch;
+        // when fewer than S remain in the cycle it is reshuffled (those few wait a cycle).
+        if self.singles_per_batch > 0
+            && self.single_pos + self.singles_per_batch > self.singles.len()
+        {
+            self.singles.shuffle(&mut self.single_rng);
+            self.single_pos = 0;
+        }
+        for _ in 0..self.singles_per_batch {
+            let person = self.singles[self.single_pos];
+            self.single_pos += 1;
+            batch.extend(std::iter::repeat_n((person, 0), self.k));
         }
         self.batches_drawn += 1;
         batch
@@ -230,6 +303,61 @@ mod tests {
             let seen: HashSet<_> = order[cycle * 10..cycle * 10 + 10].iter().collect();
             assert_eq!(seen.len(), 10, "cycle {cycle}: {order:?}");
         }
+    }
+
+    #[test]
+    fn singletons_fill_the_last_groups() {
+        // People 0..6 have ≥ 2 images; 6..16 have one.
+        let mut counts = vec![3usize, 2, 5, 4, 2, 6];
+        counts.extend([1usize; 10]);
+        let mut s = PkSampler::new(&counts, 4, 3, 7)
+            .unwrap()
+            .with_singletons(2)
+            .unwrap();
+        assert_eq!(s.singletons(), 2);
+        let mut singles_seen = HashSet::new();
+        for _ in 0..30 {
+            let b = s.next_batch();
+            assert_eq!(b.len(), 12);
+            let groups: Vec<_> = b.chunks(3).collect();
+            let labels: HashSet<_> = groups.iter().map(|g| g[0].0).collect();
+            assert_eq!(labels.len(), 4, "a person twice in one batch: {b:?}");
+            for g in &groups[..2] {
+                assert!(counts[g[0].0] >= 2);
+            }
+            for g in &groups[2..] {
+                assert_eq!(counts[g[0].0], 1);
+                assert!(g.iter().all(|&x| x == (g[0].0, 0)));
+                singles_seen.insert(g[0].0);
+            }
+        }
+        // Every one-image person shows up over 30 batches of 2 (three cycles of 10).
+        assert_eq!(singles_seen.len(), 10);
+        // The multi-image groups follow their own stream: P − S = 2 groups per batch drawn
+        // exactly as a plain P = 2 sampler with the same seed would.
+        let mut two = PkSampler::new(&counts, 2, 3, 7).unwrap();
+        let mut again = PkSampler::new(&counts, 4, 3, 7)
+            .unwrap()
+            .with_singletons(2)
+            .unwrap();
+        for _ in 0..10 {
+            assert_eq!(two.next_batch(), again.next_batch()[..6].to_vec());
+        }
+        // Epochs count passes over the multi-image people: 22 images / (2 groups × 3).
+        assert_eq!(again.batches_per_epoch(), 4);
+        // Errors: S ≥ P, or not enough one-image people.
+        let e = PkSampler::new(&counts, 4, 3, 7)
+            .unwrap()
+            .with_singletons(4)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("smaller than the people per batch"), "{e}");
+        let e = PkSampler::new(&[3, 3, 3, 1], 3, 2, 0)
+            .unwrap()
+            .with_singletons(2)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("only 1 people have exactly one image"), "{e}");
     }
 
     #[test]

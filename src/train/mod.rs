@@ -89,6 +89,9 @@ pub struct TrainOptions {
     pub people_per_batch: usize,
     /// Images per person per batch (K).
     pub images_per_person: usize,
+    /// Of the P groups of a batch, how many are one-image people (K augmented views of their
+    /// one photo; see [`PkSampler::with_singletons`]). 0 leaves one-image people out.
+    pub singletons_per_batch: usize,
     /// How long to train.
     pub duration: Duration,
     /// Optimizer settings; `lr` is the peak learning rate.
@@ -144,6 +147,7 @@ impl TrainOptions {
             loss: TripletLoss::default(),
             people_per_batch: 16,
             images_per_person: 4,
+            singletons_per_batch: 0,
             duration: Duration::Epochs(10.0),
             optimizer: AdamWConfig::default(),
             warmup_steps: 100,
@@ -165,7 +169,7 @@ impl TrainOptions {
 
     /// The part of the options that must not change when resuming.
     fn resume_key(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut key = serde_json::json!({
             "architecture": self.architecture,
             "preprocess": self.preprocess,
             "seed": self.seed,
@@ -174,7 +178,12 @@ impl TrainOptions {
             "val_fraction": self.val_fraction,
             "init": self.init,
             "freeze": self.freeze,
-        })
+        });
+        // Only when used, so checkpoints written before the option existed still resume.
+        if self.singletons_per_batch > 0 {
+            key["singletons_per_batch"] = self.singletons_per_batch.into();
+        }
+        key
     }
 
     fn validate(&self) -> Result<()> {
@@ -609,7 +618,8 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
         opts.people_per_batch,
         opts.images_per_person,
         opts.seed,
-    )?;
+    )?
+    .with_singletons(opts.singletons_per_batch)?;
     let batch_size = sampler.p() * opts.images_per_person;
     let steps_per_epoch = sampler.batches_per_epoch().max(1) as u64;
     let total_steps = match opts.duration {
@@ -667,12 +677,11 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
         resumed_from,
     });
 
-    let mut loader = Loader::new(
+    let mut loader = Loader::from_sampler(
         train_cache.clone(),
         opts.preprocess.clone(),
         opts.augment.clone(),
-        opts.people_per_batch,
-        opts.images_per_person,
+        sampler.clone(),
         opts.seed,
         state.step,
         device.clone(),
