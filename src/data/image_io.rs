@@ -7,8 +7,11 @@
 //!   PNG named `.jpg` decodes and a text file named `.jpg` is reported as text;
 //! - applies decoder limits ([`MAX_SIDE`] × [`MAX_SIDE`] pixels, [`MAX_ALLOC`] bytes): a header
 //!   that claims 100000×100000 is an error before anything is allocated;
-//! - decodes with the `image` crate (CMYK/YCCK JPEGs are converted by zune-jpeg, an animated
-//!   GIF gives its first frame) and applies the EXIF orientation (JPEG, PNG `eXIf`, WebP);
+//! - decodes JPEGs with libjpeg-turbo when the `libjpeg` feature is on (the default), so the
+//!   pixels equal PIL's and OpenCV's; anything libjpeg does not decode cleanly (and every other
+//!   format) is decoded by the `image` crate (CMYK/YCCK JPEGs are converted by zune-jpeg, an
+//!   animated GIF gives its first frame); then the EXIF orientation is applied (JPEG, PNG
+//!   `eXIf`, WebP);
 //! - converts to 8-bit RGB: greyscale is replicated, 16-bit samples are scaled by 1/257, and
 //!   an alpha channel is **composited onto black** (`c·α/255`), so fully transparent pixels are
 //!   black whatever colour the file stores under them;
@@ -116,6 +119,14 @@ fn decode_with(bytes: &[u8], format: ImageFormat) -> std::result::Result<RgbImag
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
+    #[cfg(feature = "libjpeg")]
+    if format == ImageFormat::Jpeg {
+        if let Some(rgb) = super::libjpeg::decode_rgb(bytes, (w, h)) {
+            let mut img = DynamicImage::ImageRgb8(rgb);
+            img.apply_orientation(orientation);
+            return Ok(to_rgb8_on_black(img));
+        }
+    }
     let mut img = DynamicImage::from_decoder(decoder)?;
     img.apply_orientation(orientation);
     Ok(to_rgb8_on_black(img))

@@ -9,6 +9,8 @@
 pub mod augment;
 pub mod folder;
 pub mod image_io;
+#[cfg(feature = "libjpeg")]
+mod libjpeg;
 pub mod loader;
 pub mod preprocess;
 pub mod resample;

@@ -17,7 +17,8 @@
 //! # fn main() -> candle_face::Result<()> {
 //! use candle_face::detect::{CropMode, Mtcnn};
 //! let mtcnn = Mtcnn::load("models/mtcnn", &candle_core::Device::Cpu)?;
-//! let img = image::open("photo.jpg").map_err(|e| candle_face::Error::image("photo.jpg", e))?.to_rgb8();
+//! // libjpeg-turbo decoding (feature `libjpeg`) gives the pixels facenet-pytorch sees.
+//! let img = candle_face::data::load_image("photo.jpg".as_ref())?;
 //! for (face, crop) in mtcnn.detect_and_crop(&img, &CropMode::Aligned, 112)? {
 //!     println!("{:?} p={} → {}×{}", face.bbox, face.score, crop.width(), crop.height());
 //! }
