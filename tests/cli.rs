@@ -176,6 +176,39 @@ fn train_resume_verify_embed() {
         .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
         .collect();
     assert!(leftovers.is_empty());
+
+    // calibrate --out: a calibrated copy, the source untouched; without --out a source that is
+    // not a folder is refused with a hint.
+    let copy = tmp.path().join("calibrated-copy");
+    let before = std::fs::read(out.join("config.json")).unwrap();
+    cli()
+        .args(["calibrate", "--target", "accuracy", "--model"])
+        .arg(&out)
+        .arg("--out")
+        .arg(&copy)
+        .arg("--pairs")
+        .arg(&pairs)
+        .arg("--images")
+        .arg(&data)
+        .assert()
+        .success();
+    assert_eq!(std::fs::read(out.join("config.json")).unwrap(), before);
+    let copied: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(copy.join("config.json")).unwrap()).unwrap();
+    assert_eq!(copied["threshold_history"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        std::fs::read(copy.join("model.safetensors")).unwrap(),
+        std::fs::read(out.join("model.safetensors")).unwrap()
+    );
+    let o = cli()
+        .args(["calibrate", "--model", "default", "--pairs"])
+        .arg(&pairs)
+        .arg("--images")
+        .arg(&data)
+        .assert()
+        .failure();
+    let stderr = String::from_utf8_lossy(&o.get_output().stderr).to_string();
+    assert!(stderr.contains("--out DIR"), "{stderr}");
 }
 
 #[test]

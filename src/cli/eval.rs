@@ -3,6 +3,7 @@
 use super::model_arg::{DetectArgs, ModelArgs};
 use anyhow::{bail, Context, Result};
 use candle_face::eval::{self, CalibrationTarget};
+use candle_face::infer::ModelSource;
 use std::path::PathBuf;
 
 /// Arguments of `eval`.
@@ -69,9 +70,14 @@ pub fn run_eval(a: EvalArgs) -> Result<()> {
 /// Arguments of `calibrate`.
 #[derive(Debug, clap::Args)]
 pub struct CalibrateArgs {
-    /// Model folder whose config.json receives the threshold.
-    #[arg(long, short = 'm')]
-    model: PathBuf,
+    /// The model to calibrate: a model folder, whose config.json receives the threshold; or,
+    /// with --out, any model (`default`, hf:owner/name, a checkpoint).
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Write a calibrated copy of the model into this folder instead of editing the model in
+    /// place (required unless --model is a model folder).
+    #[arg(long, short = 'o', value_name = "DIR")]
+    out: Option<PathBuf>,
     #[command(flatten)]
     detect: DetectArgs,
     /// Pairs file (LFW pairs.txt or CSV).
@@ -87,9 +93,23 @@ pub struct CalibrateArgs {
 
 /// Runs `calibrate`.
 pub fn run_calibrate(a: CalibrateArgs) -> Result<()> {
+    let source = a.model.source()?;
+    let folder = match (&a.out, &source) {
+        (Some(out), _) => {
+            candle_face::infer::source::export_model(&source, &a.model.load_options(), out, |_| {})
+                .with_context(|| format!("cannot write {source} into {}", out.display()))?;
+            eprintln!("copied {source} into {}", out.display());
+            out.clone()
+        }
+        (None, ModelSource::Folder(dir)) => dir.clone(),
+        (None, other) => bail!(
+            "calibrate writes the threshold into a model folder, and {other} is not one: \
+             pass --out DIR to write a calibrated copy"
+        ),
+    };
     let embedder = a
         .detect
-        .apply(candle_face::infer::Embedder::load(&a.model)?)?;
+        .apply(candle_face::infer::Embedder::load(&folder)?)?;
     let pairs = eval::read_pairs(&a.pairs)?;
     let scored = eval::score_pairs(&embedder, &pairs, &a.images)?;
     for s in &scored.skipped {
@@ -107,7 +127,7 @@ pub fn run_calibrate(a: CalibrateArgs) -> Result<()> {
             a.pairs.display()
         ),
     );
-    cfg.save(&a.model)?;
+    cfg.save(&folder)?;
     match old {
         Some(o) => eprintln!("threshold {o:.4} → {t:.4} (the old one stays in threshold_history)"),
         None => eprintln!("threshold set to {t:.4}"),
