@@ -201,13 +201,53 @@ fn handle(mut stream: TcpStream, addr: SocketAddr, state: &Mutex<State>) -> std:
         };
     }
 
-    // /{owner}/{name}/resolve/{rev}/{file...}
-    let parts: Vec<&str> = path.trim_start_matches('/').splitn(5, '/').collect();
+    // Tree listing: /api/{datasets|models}/{owner}/{name}/tree/{rev}[?recursive=true]
+    if let Some(rest) = path.split('?').next().unwrap_or("").strip_prefix("/api/") {
+        let parts: Vec<&str> = rest.splitn(5, '/').collect();
+        if parts.len() == 5 && parts[3] == "tree" {
+            let repo = match parts[0] {
+                "models" => format!("{}/{}", parts[1], parts[2]),
+                kind => format!("{kind}/{}/{}", parts[1], parts[2]),
+            };
+            let listing = st.repos.get(&repo).map(|files| {
+                let mut entries: Vec<_> = files
+                    .iter()
+                    .map(|(p, f)| {
+                        serde_json::json!({"type": "file", "oid": f.etag(), "size": f.body.len(), "path": p})
+                    })
+                    .collect();
+                entries.sort_by_key(|e| e["path"].as_str().unwrap().to_string());
+                serde_json::to_vec(&entries).unwrap()
+            });
+            drop(st);
+            return match listing {
+                Some(body) => reply(&mut stream, 200, &[], &body, is_get),
+                None => reply(
+                    &mut stream,
+                    401,
+                    &[("X-Error-Code", "RepoNotFound".to_string())],
+                    b"{\"error\":\"Repository not found\"}",
+                    is_get,
+                ),
+            };
+        }
+    }
+
+    // /{owner}/{name}/resolve/{rev}/{file...}, or /datasets/{owner}/{name}/resolve/...
+    let (kind, rest) = match path.strip_prefix("/datasets/") {
+        Some(r) => ("datasets/", r.to_string()),
+        None => ("", path.trim_start_matches('/').to_string()),
+    };
+    let parts: Vec<&str> = rest.splitn(5, '/').collect();
     if parts.len() != 5 || parts[2] != "resolve" {
         drop(st);
         return reply(&mut stream, 400, &[], b"{\"error\":\"bad path\"}", is_get);
     }
-    let (repo, rev, file) = (format!("{}/{}", parts[0], parts[1]), parts[3], parts[4]);
+    let (repo, rev, file) = (
+        format!("{kind}{}/{}", parts[0], parts[1]),
+        parts[3],
+        parts[4],
+    );
     let Some(files) = st.repos.get(&repo) else {
         drop(st);
         // What the Hub answers an anonymous client for a missing (or private) repository.
@@ -833,5 +873,237 @@ fn cli_verify_with_a_hub_model_online_then_offline() {
     for f in files_under(&cache) {
         let s = f.to_string_lossy();
         assert!(!s.ends_with(".incomplete") && !s.contains(".tmp"), "{s}");
+    }
+}
+
+/// A Parquet file in the layout of a Hugging Face image dataset: `image` is the `datasets`
+/// library's `Image` struct `{bytes, path}`, `label` an int64 `ClassLabel` whose names are in
+/// the `huggingface` file metadata. `rows` are (image bytes or None for a path-only image, class).
+fn hf_parquet(rows: &[(Option<Vec<u8>>, i64)], names: &[String]) -> Vec<u8> {
+    use parquet::data_type::{ByteArray, ByteArrayType, Int64Type};
+    use parquet::file::metadata::KeyValue;
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    let schema = Arc::new(
+        parquet::schema::parser::parse_message_type(
+            "message schema {
+               optional group image { optional binary bytes; optional binary path (STRING); }
+               optional int64 label;
+             }",
+        )
+        .unwrap(),
+    );
+    let hf = serde_json::json!({"info": {"features": {
+        "image": {"_type": "Image"},
+        "label": {"_type": "ClassLabel", "names": names},
+    }}});
+    let props = Arc::new(
+        WriterProperties::builder()
+            .set_key_value_metadata(Some(vec![KeyValue::new(
+                "huggingface".to_string(),
+                hf.to_string(),
+            )]))
+            .set_compression(parquet::basic::Compression::SNAPPY)
+            .set_max_row_group_row_count(Some(7))
+            .build(),
+    );
+    let mut buf = Vec::new();
+    let mut w = SerializedFileWriter::new(&mut buf, schema, props).unwrap();
+    for chunk in rows.chunks(7) {
+        let mut rg = w.next_row_group().unwrap();
+        let mut col = 0;
+        while let Some(mut c) = rg.next_column().unwrap() {
+            match col {
+                0 => {
+                    let vals: Vec<ByteArray> = chunk
+                        .iter()
+                        .filter_map(|(b, _)| b.clone().map(ByteArray::from))
+                        .collect();
+                    let defs: Vec<i16> = chunk
+                        .iter()
+                        .map(|(b, _)| if b.is_some() { 2 } else { 1 })
+                        .collect();
+                    c.typed::<ByteArrayType>()
+                        .write_batch(&vals, Some(&defs), None)
+                        .unwrap();
+                }
+                1 => {
+                    let vals: Vec<ByteArray> = chunk
+                        .iter()
+                        .enumerate()
+                        .map(|(i, _)| ByteArray::from(format!("img{i}.png").as_str()))
+                        .collect();
+                    c.typed::<ByteArrayType>()
+                        .write_batch(&vals, Some(&vec![2; chunk.len()]), None)
+                        .unwrap();
+                }
+                _ => {
+                    let vals: Vec<i64> = chunk.iter().map(|(_, l)| *l).collect();
+                    c.typed::<Int64Type>()
+                        .write_batch(&vals, Some(&vec![1; chunk.len()]), None)
+                        .unwrap();
+                }
+            }
+            c.close().unwrap();
+            col += 1;
+        }
+        rg.close().unwrap();
+    }
+    w.close().unwrap();
+    buf
+}
+
+/// `candle-face train --data hf:test/faces`: a Parquet image dataset (written here from
+/// generated faces) served by the mock Hub is listed, downloaded into the Hub cache, extracted
+/// once into an image folder (bad rows reported and skipped) and trained on for a few steps;
+/// with the server stopped, `--offline` trains from the cache.
+#[test]
+fn cli_train_from_a_hub_parquet_dataset_online_then_offline() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    let people = candle_face::demo::write_dataset(&src, 8, 4, 40, 5).unwrap();
+    let names: Vec<String> = (0..8).map(|i| format!("Person {i}")).collect();
+    let mut rows: Vec<(Option<Vec<u8>>, i64)> = Vec::new();
+    for (label, imgs) in people.iter().enumerate() {
+        for p in imgs {
+            rows.push((Some(std::fs::read(p).unwrap()), label as i64));
+        }
+    }
+    // Two bad rows: bytes that are no image, and an image stored by path only.
+    rows.insert(5, (Some(b"certainly not an image".to_vec()), 1));
+    rows.push((None, 2));
+    let parquet = hf_parquet(&rows, &names);
+    let mut hub = MockHub::start(&[(
+        "datasets/test/faces",
+        vec![
+            (
+                "data/train-00000-of-00001.parquet",
+                Served {
+                    body: parquet,
+                    kind: Kind::Lfs,
+                },
+            ),
+            (
+                "README.md",
+                Served {
+                    body: b"---\nlicense: mit\n---\n".to_vec(),
+                    kind: Kind::Plain,
+                },
+            ),
+        ],
+    )]);
+    let cache = work.path().join("hf-cache");
+    let ours = work.path().join("cf-cache");
+    let train = |endpoint: &str, out: &Path, extra: &[&str]| {
+        let mut cmd = assert_cmd::Command::cargo_bin("candle-face").unwrap();
+        cmd.env("HF_ENDPOINT", endpoint)
+            .env("HF_HUB_CACHE", &cache)
+            .env("CANDLE_FACE_CACHE", &ours)
+            .env_remove("HF_HUB_OFFLINE")
+            .env_remove("CANDLE_FACE_OFFLINE")
+            .env("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1")
+            .args(["train", "--data", "hf:test/faces", "--out"])
+            .arg(out)
+            .args([
+                "--steps",
+                "3",
+                "--image-size",
+                "32",
+                "--channels",
+                "8,16",
+                "--embedding-dim",
+                "16",
+                "--people",
+                "3",
+                "--images-per-person",
+                "2",
+                "--val-fraction",
+                "0.25",
+                "--log-every",
+                "1",
+                "--quiet",
+            ])
+            .args(extra);
+        cmd.output().unwrap()
+    };
+    let run1 = work.path().join("run1");
+    let o = train(&hub.endpoint(), &run1, &[]);
+    let stderr = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("32 images of 8 people from 34 rows"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("row 5: the bytes are not a recognised image format"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("row 33: the image has no embedded bytes"),
+        "{stderr}"
+    );
+    assert!(run1.join("model.safetensors").is_file() && run1.join("config.json").is_file());
+    let log = hub.log();
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("GET /api/datasets/test/faces/tree/main")),
+        "{log:?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l
+                .contains("/datasets/test/faces/resolve/main/data/train-00000-of-00001.parquet")),
+        "{log:?}"
+    );
+    // The extracted folder: one sub-folder per ClassLabel name, the images byte for byte.
+    let extracted = ours.join("datasets/test--faces").join(COMMIT).join("train");
+    let mut dirs: Vec<String> = std::fs::read_dir(&extracted)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    dirs.sort();
+    assert_eq!(dirs, names);
+    let mut first: Vec<_> = std::fs::read_dir(extracted.join("Person 0"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    first.sort();
+    assert_eq!(first.len(), 4);
+    assert_eq!(
+        std::fs::read(&first[0]).unwrap(),
+        std::fs::read(&people[0][0]).unwrap()
+    );
+
+    // Offline, server gone: the same data from the caches.
+    let endpoint = hub.endpoint();
+    hub.stop();
+    let run2 = work.path().join("run2");
+    let o = train(&endpoint, &run2, &["--offline"]);
+    let stderr = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("(already extracted)"), "{stderr}");
+    assert!(run2.join("model.safetensors").is_file());
+    // A dataset that was never downloaded: a clear error, no panic.
+    let o = train(
+        &endpoint,
+        &work.path().join("run3"),
+        &["--offline", "--dataset-split", "test"],
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(!o.status.success());
+    assert!(
+        stderr.contains("test/faces") && stderr.contains("no Parquet files"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    for f in files_under(&cache).into_iter().chain(files_under(&ours)) {
+        let s = f.to_string_lossy();
+        assert!(
+            !s.ends_with(".incomplete") && !s.contains(".extracting-"),
+            "{s}"
+        );
     }
 }

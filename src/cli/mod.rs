@@ -24,7 +24,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Train (or fine-tune) an embedding model on a labelled folder `root/<person>/<image>`.
-    Train(train::TrainArgs),
+    Train(Box<train::TrainArgs>),
     /// Decide whether two face images show the same person.
     Verify(verify::VerifyArgs),
     /// Embed images and write the embeddings to a safetensors file.
@@ -51,7 +51,7 @@ enum Command {
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Train(a) => train::run(a),
+        Command::Train(a) => train::run(*a),
         Command::Verify(a) => verify::run(a),
         Command::Embed(a) => embed::run(a),
         Command::Demo(a) => demo::run(a),

@@ -7,14 +7,32 @@ use candle_face::loss::{Distance, Mining, TripletLoss};
 use candle_face::model::{Architecture, CompactCnnConfig};
 use candle_face::train::{train, Duration, NanPolicy, TrainEvent, TrainOptions};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Arguments of `train`.
 #[derive(Debug, clap::Args)]
 pub struct TrainArgs {
-    /// Labelled image folder: `DIR/<person>/<image>`.
+    /// Training data: a labelled image folder `DIR/<person>/<image>`; a Parquet file with an
+    /// image column and a label column; or a Hugging Face Hub image dataset in Parquet,
+    /// `hf:owner/name[@revision]`. Parquet rows are extracted once into an image folder in the
+    /// candle-face cache ($CANDLE_FACE_CACHE, default ~/.cache/candle-face).
+    #[arg(long, value_name = "DATA")]
+    pub data: String,
+    /// Parquet data: the column holding the images (HF `Image` struct or binary); default
+    /// `image`/`img`, else the first column holding bytes.
+    #[arg(long, value_name = "COLUMN")]
+    pub image_column: Option<String>,
+    /// Parquet data: the column holding the identity (string, or integer class; HF
+    /// `ClassLabel` names are used when the file has them); default `label`, `identity`, ...
+    #[arg(long, value_name = "COLUMN")]
+    pub label_column: Option<String>,
+    /// Hub datasets: which split's Parquet files to use (a folder named SPLIT, or files named
+    /// SPLIT-*.parquet); default `train` when there is one, else every Parquet file.
+    #[arg(long, value_name = "SPLIT")]
+    pub dataset_split: Option<String>,
+    /// Hub datasets: use the local cache only (also CANDLE_FACE_OFFLINE=1 or HF_HUB_OFFLINE=1).
     #[arg(long)]
-    pub data: PathBuf,
+    pub offline: bool,
     /// Output directory: model folder, `checkpoints/`, `metrics.jsonl`.
     #[arg(long)]
     pub out: PathBuf,
@@ -144,7 +162,7 @@ fn parse_distance(s: &str) -> Result<Distance, String> {
 impl TrainArgs {
     /// The library options these arguments describe.
     pub fn options(&self) -> Result<TrainOptions> {
-        let mut o = TrainOptions::new(&self.data, &self.out);
+        let mut o = TrainOptions::new(Path::new(&self.data), &self.out);
         let arch = CompactCnnConfig {
             channels: self.channels.clone(),
             blocks_per_stage: self.blocks_per_stage,
@@ -341,7 +359,8 @@ impl Reporter {
 
 /// Runs `train`.
 pub fn run(a: TrainArgs) -> Result<()> {
-    let opts = a.options()?;
+    let mut opts = a.options()?;
+    opts.data = resolve_data(&a)?;
     let mut reporter = Reporter::new(a.quiet);
     let outcome = train(&opts, &mut |e| reporter.event(e))?;
     eprintln!(
@@ -350,4 +369,53 @@ pub fn run(a: TrainArgs) -> Result<()> {
         outcome.steps
     );
     Ok(())
+}
+
+/// The image folder `--data` names (extracting Parquet data first).
+#[cfg(feature = "parquet")]
+fn resolve_data(a: &TrainArgs) -> Result<PathBuf> {
+    use candle_face::data::parquet::{resolve_data, ParquetColumns};
+    let cols = ParquetColumns {
+        image: a.image_column.clone(),
+        label: a.label_column.clone(),
+    };
+    let (dir, extracted) = resolve_data(&a.data, a.dataset_split.as_deref(), &cols, a.offline)?;
+    if let Some(e) = extracted {
+        if !a.quiet || !e.skipped.is_empty() {
+            eprintln!(
+                "{}: {} images of {} people from {} rows{} in {}",
+                a.data,
+                e.images,
+                e.people,
+                e.rows,
+                if e.reused { " (already extracted)" } else { "" },
+                e.dir.display()
+            );
+        }
+        for s in e.skipped.iter().take(20) {
+            eprintln!("skipped {s}");
+        }
+        if e.skipped.len() > 20 {
+            eprintln!("... and {} more skipped rows", e.skipped.len() - 20);
+        }
+    }
+    Ok(dir)
+}
+
+/// The image folder `--data` names (this build reads no Parquet).
+#[cfg(not(feature = "parquet"))]
+fn resolve_data(a: &TrainArgs) -> Result<PathBuf> {
+    if a.data.starts_with("hf:") || a.data.ends_with(".parquet") {
+        bail!(
+            "{}: Parquet and Hub datasets need the `parquet` feature (and `hub` for hf:)",
+            a.data
+        );
+    }
+    let _ = (
+        &a.image_column,
+        &a.label_column,
+        &a.dataset_split,
+        a.offline,
+    );
+    Ok(PathBuf::from(&a.data))
 }

@@ -12,6 +12,8 @@ pub mod image_io;
 #[cfg(feature = "libjpeg")]
 mod libjpeg;
 pub mod loader;
+#[cfg(feature = "parquet")]
+pub mod parquet;
 pub mod preprocess;
 pub mod resample;
 pub mod sampler;

@@ -8,7 +8,7 @@ use super::progress::DownloadBar;
 use super::{HubOptions, HubRef};
 use crate::{Error, Result};
 use hf_hub::progress::Progress;
-use hf_hub::{HFClient, HFClientSync, HFError};
+use hf_hub::{HFClient, HFClientSync, HFError, HFRepositorySync, RepoType};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -127,8 +127,17 @@ impl<'a> Fetcher<'a> {
 
     /// Fetches one file, keeping hf-hub's error for the caller to inspect.
     fn fetch_raw(&self, r: &HubRef, file: &str) -> std::result::Result<PathBuf, HFError> {
+        self.fetch_raw_in(&self.client.model(r.owner(), r.name()), r, file)
+    }
+
+    /// [`fetch_raw`](Self::fetch_raw) in a repository of any type (model, dataset).
+    fn fetch_raw_in<T: RepoType>(
+        &self,
+        repo: &HFRepositorySync<T>,
+        r: &HubRef,
+        file: &str,
+    ) -> std::result::Result<PathBuf, HFError> {
         validate_file(file).map_err(HFError::InvalidParameter)?;
-        let repo = self.client.model(r.owner(), r.name());
         let bar = (self.opts.progress && !self.opts.offline)
             .then(|| Arc::new(DownloadBar::stderr(format!("{}/{file}", r.repo))));
         let result = repo
@@ -217,6 +226,148 @@ impl<'a> Fetcher<'a> {
             _ => format!("{what}: {}", chain(&e)),
         };
         Error::Hub(msg)
+    }
+}
+
+/// Local copies of a Hub dataset's Parquet files ([`fetch_dataset_parquet`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatasetFiles {
+    /// The Parquet files, in repository path order, inside the Hub cache
+    /// (`<cache>/datasets--owner--name/snapshots/<commit>/...`).
+    pub files: Vec<PathBuf>,
+    /// Their paths in the repository.
+    pub paths: Vec<String>,
+    /// The commit they belong to.
+    pub commit: Option<String>,
+}
+
+/// Whether the repository path `path` (a `.parquet` file) belongs to `split`: a folder named
+/// `split` (`default/train/0000.parquet`), or a file named `split.parquet` or `split-*`
+/// (`data/train-00000-of-00001.parquet`).
+pub fn parquet_in_split(path: &str, split: &str) -> bool {
+    let mut segments: Vec<&str> = path.split('/').collect();
+    let file = segments.pop().unwrap_or("");
+    let stem = file.strip_suffix(".parquet").unwrap_or(file);
+    segments.contains(&split) || stem == split || stem.starts_with(&format!("{split}-"))
+}
+
+/// Downloads the Parquet files of the Hub dataset `r` (a `datasets/` repository), keeping those of
+/// `split` when given (see [`parquet_in_split`]); offline, lists them from the cached snapshot.
+///
+/// The listing is the Hub's tree API (`GET {endpoint}/api/datasets/{owner}/{name}/tree/{rev}
+/// ?recursive=true`); every file is pinned to the commit of the first download, so a branch
+/// moving in between cannot mix commits.
+///
+/// # Errors
+/// [`Error::Hub`] naming the dataset: not found, no Parquet files (for that split), offline
+/// with nothing cached, or any download failure (as [`fetch_file`]).
+pub fn fetch_dataset_parquet(
+    r: &HubRef,
+    split: Option<&str>,
+    opts: &HubOptions,
+) -> Result<DatasetFiles> {
+    HubRef::new(&r.repo, &r.revision)?;
+    let fetcher = Fetcher::new(opts)?;
+    let repo = fetcher.client.dataset(r.owner(), r.name());
+    let keep = |p: &str| p.ends_with(".parquet") && split.is_none_or(|s| parquet_in_split(p, s));
+    let what = format!("dataset {r}");
+    let mut paths: Vec<String> = if opts.offline {
+        let dir = cached_snapshot(fetcher.config.cache_dir(), "datasets", r).ok_or_else(|| {
+            Error::Hub(format!(
+                "{what}: not in the local cache {} and offline mode is on; run once online to \
+                 download it",
+                fetcher.config.cache_dir().display()
+            ))
+        })?;
+        let mut found = Vec::new();
+        list_relative(&dir, &dir, &mut found);
+        found
+    } else {
+        let entries = repo
+            .list_tree()
+            .revision(r.revision.clone())
+            .recursive(true)
+            .send()
+            .map_err(|e| fetcher.describe(r, "(file list)", e))?;
+        entries
+            .into_iter()
+            .filter_map(|e| match e {
+                hf_hub::repository::RepoTreeEntry::File { path, .. } => Some(path),
+                _ => None,
+            })
+            .collect()
+    };
+    paths.retain(|p| keep(p));
+    paths.sort();
+    if paths.is_empty() {
+        return Err(Error::Hub(format!(
+            "{what}: no Parquet files{}{}",
+            split
+                .map(|s| format!(
+                    " for split {s:?} (a folder named {s}, or files named {s}-*.parquet)"
+                ))
+                .unwrap_or_default(),
+            if opts.offline {
+                " in the local cache"
+            } else {
+                ""
+            }
+        )));
+    }
+    let mut files = Vec::with_capacity(paths.len());
+    let mut commit: Option<String> = None;
+    for p in &paths {
+        let pinned = match &commit {
+            Some(c) => HubRef {
+                repo: r.repo.clone(),
+                revision: c.clone(),
+            },
+            None => r.clone(),
+        };
+        let f = fetcher
+            .fetch_raw_in(&repo, &pinned, p)
+            .map_err(|e| fetcher.describe(r, p, e))?;
+        if commit.is_none() {
+            commit = snapshot_commit(&f, p);
+        }
+        files.push(f);
+    }
+    Ok(DatasetFiles {
+        files,
+        paths,
+        commit,
+    })
+}
+
+/// The snapshot folder a cached revision points to: `<cache>/<kind>--owner--name/snapshots/<commit>`
+/// with the commit read from `refs/<revision>` (or the revision itself when it is a commit).
+fn cached_snapshot(cache: &Path, kind: &str, r: &HubRef) -> Option<PathBuf> {
+    let root = cache.join(format!("{kind}--{}", r.repo.replace('/', "--")));
+    let commit = std::fs::read_to_string(root.join("refs").join(&r.revision))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| r.revision.clone());
+    let dir = root.join("snapshots").join(commit);
+    dir.is_dir().then_some(dir)
+}
+
+/// Files under `dir`, as `/`-separated paths relative to `root`.
+fn list_relative(root: &Path, dir: &Path, out: &mut Vec<String>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            list_relative(root, &p, out);
+        } else if p.is_file() {
+            if let Ok(rel) = p.strip_prefix(root) {
+                let parts: Vec<String> = rel
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect();
+                out.push(parts.join("/"));
+            }
+        }
     }
 }
 

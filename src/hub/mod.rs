@@ -25,7 +25,10 @@ mod options;
 mod progress;
 mod reference;
 
-pub use fetch::{fetch_file, fetch_model, HubFiles, CONFIG_FILE, DEFAULT_WEIGHTS_FILE};
+pub use fetch::{
+    fetch_dataset_parquet, fetch_file, fetch_model, parquet_in_split, DatasetFiles, HubFiles,
+    CONFIG_FILE, DEFAULT_WEIGHTS_FILE,
+};
 pub use options::HubOptions;
 pub use progress::PROGRESS_MIN_BYTES;
 pub use reference::{HubRef, DEFAULT_REVISION, HUB_PREFIX};
