@@ -112,6 +112,99 @@ fn relu1(v: f32) -> f32 {
     }
 }
 
+/// The 2×2, stride-2 window `(a b / c d)`: the index (0..4, row-major) and value of its first
+/// maximum, a NaN counting as larger than any number (the rule of [`PoolGeom::argmax`]).
+#[cfg(test)]
+fn first_max4(a: f32, b: f32, c: f32, d: f32) -> (u32, f32) {
+    let (mut i, mut m) = (0u32, a);
+    for (k, v) in [(1u32, b), (2, c), (3, d)] {
+        if v > m || (v.is_nan() & !m.is_nan()) {
+            i = k;
+            m = v;
+        }
+    }
+    (i, m)
+}
+
+/// The value of [`first_max4`] only, branch-free so that the loop vectorises.
+#[inline(always)]
+fn max4(a: f32, b: f32, c: f32, d: f32) -> f32 {
+    let ab = if b > a { b } else { a };
+    let cd = if d > c { d } else { c };
+    let m = if cd > ab { cd } else { ab };
+    if a.is_nan() | b.is_nan() | c.is_nan() | d.is_nan() {
+        f32::NAN
+    } else {
+        m
+    }
+}
+
+/// [`first_max4`]'s index as a one-hot mask, branch-free: the first element equal to the
+/// maximum ([`max4`]), or the first NaN when there is one.
+#[inline(always)]
+fn first_max4_mask(a: f32, b: f32, c: f32, d: f32) -> [bool; 4] {
+    let m = max4(a, b, c, d);
+    let nan = m.is_nan();
+    let hit = |v: f32| (v == m) | (nan & v.is_nan());
+    let e0 = hit(a);
+    let e1 = !e0 & hit(b);
+    let e2 = !(e0 | e1) & hit(c);
+    let e3 = !(e0 | e1 | e2);
+    [e0, e1, e2, e3]
+}
+
+/// Forward of one plane for the common 2×2 window with stride 2 (every layer of the compact
+/// CNN): rows two at a time, no per-window index arithmetic.
+fn pool2x2_plane(plane: &[f32], out: &mut [f32], g: &PoolGeom, fuse_relu: bool) {
+    let (w, ow) = (g.w, g.ow);
+    for (i, orow) in out.chunks_exact_mut(ow).enumerate().take(g.oh) {
+        let r0 = &plane[2 * i * w..2 * i * w + 2 * ow];
+        let r1 = &plane[(2 * i + 1) * w..(2 * i + 1) * w + 2 * ow];
+        for ((o, p0), p1) in orow
+            .iter_mut()
+            .zip(r0.chunks_exact(2))
+            .zip(r1.chunks_exact(2))
+        {
+            let m = max4(p0[0], p0[1], p1[0], p1[1]);
+            *o = if fuse_relu { relu1(m) } else { m };
+        }
+    }
+}
+
+/// Backward of one plane for the 2×2, stride-2 window: each window's gradient goes to its
+/// first maximum (when positive, with the fused ReLU); every element of `dplane` inside a
+/// window is written, the rest (an odd last row or column) is left as it is (zero).
+fn pool2x2_grad_plane(
+    plane: &[f32],
+    dout: &[f32],
+    dplane: &mut [f32],
+    g: &PoolGeom,
+    fuse_relu: bool,
+) {
+    let (w, ow) = (g.w, g.ow);
+    for (i, drow) in dout.chunks_exact(ow).enumerate().take(g.oh) {
+        let r0 = &plane[2 * i * w..2 * i * w + 2 * ow];
+        let r1 = &plane[(2 * i + 1) * w..(2 * i + 1) * w + 2 * ow];
+        let (d0, d1) = dplane[2 * i * w..(2 * i + 2) * w].split_at_mut(w);
+        let (d0, d1) = (&mut d0[..2 * ow], &mut d1[..2 * ow]);
+        for ((((&gy, p0), p1), q0), q1) in drow
+            .iter()
+            .zip(r0.chunks_exact(2))
+            .zip(r1.chunks_exact(2))
+            .zip(d0.chunks_exact_mut(2))
+            .zip(d1.chunks_exact_mut(2))
+        {
+            let [e0, e1, e2, e3] = first_max4_mask(p0[0], p0[1], p1[0], p1[1]);
+            let m = max4(p0[0], p0[1], p1[0], p1[1]);
+            let gy = if !fuse_relu || m > 0.0 { gy } else { 0.0 };
+            q0[0] = if e0 { gy } else { 0.0 };
+            q0[1] = if e1 { gy } else { 0.0 };
+            q1[0] = if e2 { gy } else { 0.0 };
+            q1[1] = if e3 { gy } else { 0.0 };
+        }
+    }
+}
+
 struct MaxPoolOp {
     kernel: usize,
     stride: usize,
@@ -132,6 +225,10 @@ impl CustomOp1 for MaxPoolOp {
             y.par_chunks_mut(g.oh * g.ow)
                 .zip(x.par_chunks(h * w))
                 .for_each(|(out, plane)| {
+                    if g.kernel == 2 && g.stride == 2 {
+                        pool2x2_plane(plane, out, &g, self.fuse_relu);
+                        return;
+                    }
                     for i in 0..g.oh {
                         for j in 0..g.ow {
                             let m = g.argmax(plane, i, j).1;
@@ -188,6 +285,10 @@ impl CustomOp2 for MaxPoolGrad {
             dx.par_chunks_mut(h * w)
                 .zip(x.par_chunks(h * w).zip(dy.par_chunks(g.oh * g.ow)))
                 .for_each(|(dplane, (plane, dout))| {
+                    if g.kernel == 2 && g.stride == 2 {
+                        pool2x2_grad_plane(plane, dout, dplane, &g, self.fuse_relu);
+                        return;
+                    }
                     for i in 0..g.oh {
                         for j in 0..g.ow {
                             let (idx, m) = g.argmax(plane, i, j);
@@ -329,9 +430,39 @@ mod tests {
     }
 
     #[test]
+    fn fast_2x2_window_follows_the_general_rule_with_ties_nan_and_infinities() {
+        let vals = [
+            0.0f32,
+            -0.0,
+            1.0,
+            -1.0,
+            2.5,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+        ];
+        let g = PoolGeom::new(2, 2, 2, 2).unwrap();
+        let same = |a: f32, b: f32| (a.is_nan() && b.is_nan()) || a == b;
+        // Every window over these eight values (4096 windows).
+        for code in 0..8usize.pow(4) {
+            let w = [0, 1, 2, 3].map(|k| vals[(code >> (3 * k)) & 7]);
+            let (idx, m) = g.argmax(&w, 0, 0);
+            let (fi, fm) = first_max4(w[0], w[1], w[2], w[3]);
+            assert_eq!(fi as usize, idx, "{w:?}");
+            assert!(same(fm, m), "{w:?}: {fm} vs {m}");
+            assert!(same(max4(w[0], w[1], w[2], w[3]), m), "{w:?}");
+            let mask = first_max4_mask(w[0], w[1], w[2], w[3]);
+            let want: [bool; 4] = std::array::from_fn(|k| k == idx);
+            assert_eq!(mask, want, "{w:?}");
+        }
+    }
+
+    #[test]
     fn matches_brute_force_for_several_windows() {
         for (d, k, s) in [
             ([2, 3, 8, 8], 2, 2),
+            ([1, 2, 9, 7], 2, 2),
+            ([1, 1, 2, 3], 2, 2),
             ([1, 2, 9, 7], 3, 2),
             ([2, 1, 5, 6], 2, 1),
             ([1, 2, 7, 7], 3, 3),
