@@ -504,7 +504,16 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
         notes.push(format!("frozen parameters: {}", opts.freeze.join(", ")));
     }
     if let Some((at, mining)) = opts.mining_switch {
-        notes.push(format!("mining switched to {mining} at step {at}"));
+        notes.push(format!(
+            "mining: {} until step {at}, {mining} from then on",
+            opts.loss.mining
+        ));
+    }
+    if opts.singletons_per_batch > 0 {
+        notes.push(format!(
+            "{} of the {} people of each batch have a single image (augmented views of it)",
+            opts.singletons_per_batch, opts.people_per_batch
+        ));
     }
     let mut caching = |done: usize, total: usize| on_event(TrainEvent::Caching { done, total });
     let train_cache = build_cache(&split.train, &opts.preprocess, &mut caching)?;
