@@ -18,6 +18,13 @@ pub struct EnrollArgs {
     /// Output gallery file (safetensors).
     #[arg(long, short = 'o')]
     out: PathBuf,
+    /// Approximate index for fast search: `auto` (built from 100 000 enrolled faces on),
+    /// `ivf` (always), `none` (exact search only).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "ivf", "none"])]
+    index: String,
+    /// Cells of the approximate index (default about 4√N).
+    #[arg(long, value_name = "N")]
+    nlist: Option<usize>,
 }
 
 /// Runs `enroll`.
@@ -46,6 +53,22 @@ pub fn run_enroll(a: EnrollArgs) -> Result<()> {
     }
     if gallery.is_empty() {
         bail!("{}: no image could be enrolled", a.data.display());
+    }
+    let build = match a.index.as_str() {
+        "ivf" => true,
+        "none" => false,
+        _ => gallery.len() >= candle_face::infer::gallery::APPROXIMATE_FROM,
+    };
+    if build {
+        let t = std::time::Instant::now();
+        gallery.build_index(a.nlist)?;
+        let idx = gallery.index().expect("just built");
+        eprintln!(
+            "indexed {} faces in {} cells ({:.1} s)",
+            idx.len(),
+            idx.nlist(),
+            t.elapsed().as_secs_f64()
+        );
     }
     gallery.save(&a.out)?;
     eprintln!(
@@ -81,6 +104,12 @@ pub struct IdentifyArgs {
     /// Print one JSON object per line.
     #[arg(long)]
     json: bool,
+    /// Compare with every enrolled face even when the gallery has an approximate index.
+    #[arg(long)]
+    exact: bool,
+    /// Cells of the approximate index to search (more: slower, closer to exact).
+    #[arg(long, default_value_t = candle_face::infer::ivf::DEFAULT_NPROBE)]
+    nprobe: usize,
     /// Query images.
     #[arg(required = true)]
     images: Vec<PathBuf>,
@@ -100,7 +129,11 @@ pub fn run_identify(a: IdentifyArgs) -> Result<()> {
     }
     let rows = emb.to_vec2::<f32>()?;
     for (row, i) in rows.iter().zip(kept) {
-        let r = gallery.identify(row, a.top_k, threshold)?;
+        let r = if a.exact {
+            gallery.identify_exact(row, a.top_k, threshold)?
+        } else {
+            gallery.identify_probing(row, a.top_k, threshold, a.nprobe)?
+        };
         let path = a.images[i].display().to_string();
         if a.json {
             let v = serde_json::json!({

@@ -2,9 +2,16 @@
 //!
 //! A gallery stores one embedding per enrolled image with the person's name, and the fingerprint
 //! of the model that produced them: embeddings of different models are not comparable, so a
-//! gallery refuses to be searched with another model. Search is exact (every enrolled embedding is
-//! compared); a person's distance is that of their nearest enrolled image.
+//! gallery refuses to be searched with another model. A person's distance is that of their
+//! nearest enrolled image.
+//!
+//! Search is exact (every enrolled embedding is compared) unless the gallery carries an
+//! approximate index ([`Gallery::build_index`], an [`IvfIndex`]); `candle-face enroll` builds one
+//! from [`APPROXIMATE_FROM`] enrolled faces on. With an index, [`Gallery::identify`] compares the
+//! query exactly with the embeddings of the nearest cells only ([`DEFAULT_NPROBE`] of them);
+//! [`Gallery::identify_exact`] always compares all.
 
+use crate::infer::ivf::{default_nlist, IvfIndex, DEFAULT_NPROBE};
 use crate::infer::{embedding_distance, Embedder};
 use crate::loss::Distance;
 use crate::{Error, Result};
@@ -18,6 +25,11 @@ const META_LABELS: &str = "labels";
 const META_MODEL: &str = "model_fingerprint";
 const META_DISTANCE: &str = "distance";
 const META_KIND: &str = "candle_face_gallery";
+const IVF_CENTROIDS: &str = "ivf_centroids";
+const IVF_ASSIGN: &str = "ivf_assign";
+
+/// Gallery size from which `enroll` builds an approximate index by default.
+pub const APPROXIMATE_FROM: usize = 100_000;
 
 /// Enrolled embeddings with their people's names.
 #[derive(Debug, Clone)]
@@ -28,6 +40,7 @@ pub struct Gallery {
     labels: Vec<String>,
     model_fingerprint: String,
     distance: Distance,
+    index: Option<IvfIndex>,
 }
 
 /// One candidate of an identification.
@@ -60,6 +73,7 @@ impl Gallery {
             labels: Vec::new(),
             model_fingerprint,
             distance,
+            index: None,
         }
     }
 
@@ -83,7 +97,36 @@ impl Gallery {
         }
         self.embeddings.extend_from_slice(embedding);
         self.labels.push(name.to_string());
+        // The index does not cover the new row: searches are exact until it is rebuilt.
+        self.index = None;
         Ok(())
+    }
+
+    /// Builds the approximate index ([`IvfIndex`], `nlist` cells, default about 4√N, 10 k-means
+    /// iterations, fixed seed), replacing any earlier one.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an empty gallery or an `nlist` above its size.
+    pub fn build_index(&mut self, nlist: Option<usize>) -> Result<()> {
+        let n = self.len();
+        if n == 0 {
+            return Err(Error::InvalidArgument(
+                "cannot index an empty gallery".into(),
+            ));
+        }
+        let nlist = nlist.unwrap_or_else(|| default_nlist(n));
+        self.index = Some(IvfIndex::build(&self.embeddings, self.dim, nlist, 10, 0)?);
+        Ok(())
+    }
+
+    /// The approximate index, when the gallery has one.
+    pub fn index(&self) -> Option<&IvfIndex> {
+        self.index.as_ref()
+    }
+
+    /// Removes the approximate index (searches become exact).
+    pub fn drop_index(&mut self) {
+        self.index = None;
     }
 
     /// Number of enrolled embeddings.
@@ -123,8 +166,41 @@ impl Gallery {
         Ok(())
     }
 
-    /// The nearest `top_k` people to `query`; `identity` is the nearest one if within `threshold`.
+    /// The nearest `top_k` people to `query`; `identity` is the nearest one if within
+    /// `threshold`. Uses the approximate index when there is one ([`DEFAULT_NPROBE`] cells).
     pub fn identify(&self, query: &[f32], top_k: usize, threshold: f32) -> Result<Identification> {
+        self.identify_probing(query, top_k, threshold, DEFAULT_NPROBE)
+    }
+
+    /// Like [`identify`](Self::identify), comparing with every enrolled embedding.
+    pub fn identify_exact(
+        &self,
+        query: &[f32],
+        top_k: usize,
+        threshold: f32,
+    ) -> Result<Identification> {
+        self.search(query, top_k, threshold, None)
+    }
+
+    /// Like [`identify`](Self::identify), probing `nprobe` cells of the index (more: slower,
+    /// closer to exact); exact without an index.
+    pub fn identify_probing(
+        &self,
+        query: &[f32],
+        top_k: usize,
+        threshold: f32,
+        nprobe: usize,
+    ) -> Result<Identification> {
+        self.search(query, top_k, threshold, Some(nprobe))
+    }
+
+    fn search(
+        &self,
+        query: &[f32],
+        top_k: usize,
+        threshold: f32,
+        nprobe: Option<usize>,
+    ) -> Result<Identification> {
         if query.len() != self.dim {
             return Err(Error::InvalidArgument(format!(
                 "query embedding of size {} for a gallery of size {}",
@@ -132,8 +208,15 @@ impl Gallery {
                 self.dim
             )));
         }
+        let rows: Box<dyn Iterator<Item = usize>> = match (&self.index, nprobe) {
+            (Some(idx), Some(p)) => {
+                Box::new(idx.candidates(query, p)?.into_iter().map(|i| i as usize))
+            }
+            _ => Box::new(0..self.len()),
+        };
         let mut best: HashMap<&str, f32> = HashMap::new();
-        for (i, name) in self.labels.iter().enumerate() {
+        for i in rows {
+            let name = &self.labels[i];
             let row = &self.embeddings[i * self.dim..(i + 1) * self.dim];
             let d = embedding_distance(query, row, self.distance);
             let e = best.entry(name.as_str()).or_insert(f32::INFINITY);
@@ -185,7 +268,17 @@ impl Gallery {
             ),
         ]
         .into();
-        let tensors: HashMap<String, Tensor> = [(EMB_KEY.to_string(), t)].into();
+        let mut tensors: HashMap<String, Tensor> = [(EMB_KEY.to_string(), t)].into();
+        if let Some(idx) = &self.index {
+            tensors.insert(
+                IVF_CENTROIDS.to_string(),
+                Tensor::from_slice(idx.centroids(), (idx.nlist(), self.dim), &Device::Cpu)?,
+            );
+            tensors.insert(
+                IVF_ASSIGN.to_string(),
+                Tensor::from_slice(idx.assignments(), idx.len(), &Device::Cpu)?,
+            );
+        }
         crate::fsutil::write_atomic_with(path, |tmp| {
             safetensors::serialize_to_file(&tensors, Some(meta), tmp)
                 .map_err(|e| Error::io(tmp, std::io::Error::other(e.to_string())))
@@ -228,12 +321,37 @@ impl Gallery {
         if n != labels.len() {
             return Err(bad(format!("{n} embeddings but {} labels", labels.len())));
         }
+        let index = match (tensors.get(IVF_CENTROIDS), tensors.get(IVF_ASSIGN)) {
+            (Some(c), Some(a)) => {
+                let assign = a
+                    .to_vec1::<u32>()
+                    .map_err(|e| bad(format!("index assignments: {e}")))?;
+                if assign.len() != n {
+                    return Err(bad(format!(
+                        "the index covers {} embeddings, the gallery holds {n}",
+                        assign.len()
+                    )));
+                }
+                let centroids = c
+                    .flatten_all()?
+                    .to_vec1::<f32>()
+                    .map_err(|e| bad(format!("index centroids: {e}")))?;
+                Some(IvfIndex::from_parts(dim, centroids, assign).map_err(|e| bad(e.to_string()))?)
+            }
+            (None, None) => None,
+            _ => {
+                return Err(bad(
+                    "half an index (centroids or assignments missing)".into()
+                ))
+            }
+        };
         Ok(Self {
             embeddings: t.flatten_all()?.to_vec1::<f32>()?,
             dim,
             labels,
             model_fingerprint,
             distance,
+            index,
         })
     }
 }
@@ -266,5 +384,46 @@ mod tests {
         assert_eq!(g2.identify(&[0.6, 0.8], 2, 0.5).unwrap(), r);
         assert_eq!(g2.people(), vec!["ann", "bob", "cy"]);
         assert!(g.add("x", &[1.0]).is_err());
+    }
+
+    #[test]
+    fn index_round_trips_and_agrees_with_exact_search() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let dim = 8;
+        let mut g = Gallery::new(dim, "m".into(), Distance::Euclidean);
+        let mut rows = Vec::new();
+        for p in 0..300 {
+            let v: Vec<f32> = (0..dim).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+            g.add(&format!("p{p:03}"), &v).unwrap();
+            rows.push(v);
+        }
+        g.build_index(Some(30)).unwrap();
+        let idx = g.index().unwrap().clone();
+        assert_eq!((idx.len(), idx.nlist()), (300, 30));
+        // Probing every cell is exact search.
+        for q in rows.iter().take(20) {
+            assert_eq!(
+                g.identify_probing(q, 3, 0.5, 30).unwrap(),
+                g.identify_exact(q, 3, 0.5).unwrap()
+            );
+            // An enrolled embedding is always found in its own cell.
+            let r = g.identify(q, 1, 0.5).unwrap();
+            assert_eq!(r.candidates[0].distance, 0.0);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("g.safetensors");
+        g.save(&p).unwrap();
+        let g2 = Gallery::load(&p).unwrap();
+        assert_eq!(g2.index(), Some(&idx));
+        assert_eq!(
+            g2.identify(&rows[7], 2, 0.5).unwrap(),
+            g.identify(&rows[7], 2, 0.5).unwrap()
+        );
+        // Adding a face drops the stale index; a gallery without one loads without one.
+        g.add("late", &rows[0]).unwrap();
+        assert!(g.index().is_none());
+        g.save(&p).unwrap();
+        assert!(Gallery::load(&p).unwrap().index().is_none());
     }
 }
