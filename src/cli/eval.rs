@@ -96,7 +96,7 @@ pub fn run_calibrate(a: CalibrateArgs) -> Result<()> {
     let source = a.model.source()?;
     let folder = match (&a.out, &source) {
         (Some(out), _) => {
-            candle_face::infer::source::export_model(&source, &a.model.load_options(), out, |_| {})
+            candle_face::infer::source::export_model(&source, &a.model.load_options(), out)
                 .with_context(|| format!("cannot write {source} into {}", out.display()))?;
             eprintln!("copied {source} into {}", out.display());
             out.clone()

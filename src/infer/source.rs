@@ -369,17 +369,10 @@ pub fn load_facenet_checkpoint(
 }
 
 /// Writes any model source as a candle-face model folder `out` (`config.json` and the weights
-/// it names, each written atomically), with `edit` applied to the config first (e.g. a new
-/// threshold). This is how the built-in model, a Hub model or a checkpoint becomes a folder
-/// that can be calibrated or shipped. Returns the config written.
-pub fn export_model(
-    source: &ModelSource,
-    opts: &LoadOptions,
-    out: &Path,
-    edit: impl FnOnce(&mut ModelConfig),
-) -> Result<ModelConfig> {
-    let (mut cfg, tensors) = source.read_weights(opts)?;
-    edit(&mut cfg);
+/// it names, each written atomically): how the built-in model, a Hub model or a checkpoint
+/// becomes a folder that can be calibrated or shipped. Returns the config written.
+pub fn export_model(source: &ModelSource, opts: &LoadOptions, out: &Path) -> Result<ModelConfig> {
+    let (cfg, tensors) = source.read_weights(opts)?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let weights = out.join(&cfg.weights);
     crate::fsutil::write_atomic_with(&weights, |tmp| {
@@ -393,14 +386,11 @@ pub fn export_model(
 /// `out` (`config.json` with facenet-pytorch's preprocessing, `model.safetensors` without the
 /// classifier head), written atomically. Returns the config written.
 pub fn convert_facenet_checkpoint(src: &Path, out: &Path) -> Result<ModelConfig> {
-    let (cfg, tensors) = read_facenet_checkpoint(src)?;
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let weights = out.join(&cfg.weights);
-    crate::fsutil::write_atomic_with(&weights, |tmp| {
-        candle_core::safetensors::save(&tensors, tmp).map_err(|e| Error::weights(tmp, e))
-    })?;
-    cfg.save(out)?;
-    Ok(cfg)
+    export_model(
+        &ModelSource::FacenetCheckpoint(src.to_path_buf()),
+        &LoadOptions::default(),
+        out,
+    )
 }
 
 #[cfg(test)]
