@@ -139,10 +139,10 @@ fn max4(a: f32, b: f32, c: f32, d: f32) -> f32 {
     }
 }
 
-/// [`first_max4`]'s index as a one-hot mask, branch-free: the first element equal to the
-/// maximum ([`max4`]), or the first NaN when there is one.
+/// [`first_max4`]'s index as a one-hot mask, branch-free, and the maximum ([`max4`]): the
+/// first element equal to the maximum, or the first NaN when there is one.
 #[inline(always)]
-fn first_max4_mask(a: f32, b: f32, c: f32, d: f32) -> [bool; 4] {
+fn first_max4_mask(a: f32, b: f32, c: f32, d: f32) -> ([bool; 4], f32) {
     let m = max4(a, b, c, d);
     let nan = m.is_nan();
     let hit = |v: f32| (v == m) | (nan & v.is_nan());
@@ -150,7 +150,7 @@ fn first_max4_mask(a: f32, b: f32, c: f32, d: f32) -> [bool; 4] {
     let e1 = !e0 & hit(b);
     let e2 = !(e0 | e1) & hit(c);
     let e3 = !(e0 | e1 | e2);
-    [e0, e1, e2, e3]
+    ([e0, e1, e2, e3], m)
 }
 
 /// Forward of one plane for the common 2×2 window with stride 2 (every layer of the compact
@@ -194,8 +194,7 @@ fn pool2x2_grad_plane(
             .zip(d0.chunks_exact_mut(2))
             .zip(d1.chunks_exact_mut(2))
         {
-            let [e0, e1, e2, e3] = first_max4_mask(p0[0], p0[1], p1[0], p1[1]);
-            let m = max4(p0[0], p0[1], p1[0], p1[1]);
+            let ([e0, e1, e2, e3], m) = first_max4_mask(p0[0], p0[1], p1[0], p1[1]);
             let gy = if !fuse_relu || m > 0.0 { gy } else { 0.0 };
             q0[0] = if e0 { gy } else { 0.0 };
             q0[1] = if e1 { gy } else { 0.0 };
@@ -451,9 +450,10 @@ mod tests {
             assert_eq!(fi as usize, idx, "{w:?}");
             assert!(same(fm, m), "{w:?}: {fm} vs {m}");
             assert!(same(max4(w[0], w[1], w[2], w[3]), m), "{w:?}");
-            let mask = first_max4_mask(w[0], w[1], w[2], w[3]);
+            let (mask, mm) = first_max4_mask(w[0], w[1], w[2], w[3]);
             let want: [bool; 4] = std::array::from_fn(|k| k == idx);
             assert_eq!(mask, want, "{w:?}");
+            assert!(same(mm, m), "{w:?}");
         }
     }
 
