@@ -9,7 +9,8 @@
 //! `embed.{weight,bias}`.
 
 use crate::model::layers::{l2_normalize, BatchNorm2d, Conv2d};
-use crate::{ops, Error, Result};
+use crate::ops::Activation;
+use crate::{Error, Result};
 use candle_core::{Module, ModuleT, Tensor};
 use candle_nn::{Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
@@ -85,8 +86,8 @@ impl ConvBn {
         Ok(Self { conv, bn })
     }
 
-    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        self.bn.conv_bn(&self.conv, x, train)
+    fn forward_t(&self, x: &Tensor, train: bool, act: Activation) -> candle_core::Result<Tensor> {
+        self.bn.conv_bn_act(&self.conv, x, train, act)
     }
 }
 
@@ -134,12 +135,12 @@ impl ModuleT for CompactCnn {
         for blocks in &self.stages {
             let last = blocks.len() - 1;
             for (i, block) in blocks.iter().enumerate() {
-                let y = block.forward_t(&x, train)?;
-                x = if i == last {
-                    ops::relu_max_pool2d(&y, 2, 2)?
+                let act = if i == last {
+                    Activation::ReluMaxPool2
                 } else {
-                    ops::relu(&y)?
+                    Activation::Relu
                 };
+                x = block.forward_t(&x, train, act)?;
             }
         }
         let x = x.mean((2, 3))?;

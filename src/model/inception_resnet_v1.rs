@@ -120,8 +120,8 @@ impl BasicConv2d {
 
 impl ModuleT for BasicConv2d {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let y = self.bn.conv_bn(&self.conv, x, train)?;
-        ops::relu(&y)
+        self.bn
+            .conv_bn_act(&self.conv, x, train, ops::Activation::Relu)
     }
 }
 

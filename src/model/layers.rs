@@ -9,6 +9,8 @@
 use candle_core::{Result, Tensor, Var, D};
 use candle_nn::{Init, VarBuilder};
 
+use crate::ops::Activation;
+
 /// A 2-D convolution without bias on [`crate::ops::conv2d`] (im2col + GEMM on the CPU,
 /// candle's own convolution elsewhere). Parameter: `weight` (O, C, kh, kw).
 #[derive(Debug, Clone)]
@@ -96,25 +98,99 @@ impl BatchNorm2d {
         Ok((scale, shift))
     }
 
-    /// A convolution followed by this BatchNorm in inference mode, as one convolution: the
-    /// weights scaled per output channel by [`scale_shift`](Self::scale_shift)'s scale, then the
-    /// shift added (one pass over the output instead of two).
-    pub fn conv_folded(&self, conv: &Conv2d, x: &Tensor) -> Result<Tensor> {
-        let (scale, shift) = self.scale_shift()?;
-        let o = scale.dim(0)?;
-        let w = conv.weight.broadcast_mul(&scale.reshape((o, 1, 1, 1))?)?;
-        crate::ops::conv2d(x, &w, conv.stride, conv.padding)?
-            .broadcast_add(&shift.reshape((1, o, 1, 1))?)
+    /// [`scale_shift`](Self::scale_shift) as one (2, C) tensor, scale then shift, the form
+    /// [`crate::ops::conv_affine`] takes. Computed directly from the parameters' values when
+    /// none of them takes part in autograd (a loaded model), else from tensor operations so
+    /// that gradients reach `weight` and `bias`.
+    pub fn scale_shift_packed(&self) -> Result<Tensor> {
+        let params = [
+            &self.weight,
+            &self.bias,
+            self.running_mean.as_tensor(),
+            self.running_var.as_tensor(),
+        ];
+        let plain = params
+            .iter()
+            .all(|t| t.device().is_cpu() && t.dtype() == candle_core::DType::F32)
+            && !self.weight.track_op()
+            && !self.bias.track_op();
+        if !plain {
+            let (scale, shift) = self.scale_shift()?;
+            return Tensor::stack(&[scale, shift], 0);
+        }
+        let [g, b, m, v] = params.map(|t| t.to_vec1::<f32>());
+        let (g, b, m, v) = (g?, b?, m?, v?);
+        let c = g.len();
+        let mut ss = vec![0f32; 2 * c];
+        for i in 0..c {
+            let scale = g[i] / (v[i] + self.eps as f32).sqrt();
+            ss[i] = scale;
+            ss[c + i] = b[i] - m[i] * scale;
+        }
+        Tensor::from_vec(ss, (2, c), self.weight.device())
     }
 
-    /// `conv` then this BatchNorm: batch statistics in training, folded into the convolution
-    /// ([`conv_folded`](Self::conv_folded)) in inference.
-    pub fn conv_bn(&self, conv: &Conv2d, x: &Tensor, train: bool) -> Result<Tensor> {
-        if train {
-            self.forward_t(&conv.forward(x)?, true)
+    /// A convolution followed by this BatchNorm in inference mode and `act`, as one
+    /// convolution whose output is scaled and shifted per channel (and rectified) right after
+    /// its GEMM ([`crate::ops::conv_affine`]).
+    pub fn conv_folded(&self, conv: &Conv2d, x: &Tensor, act: Activation) -> Result<Tensor> {
+        let ss = self.scale_shift_packed()?;
+        let fused = if act == Activation::Identity {
+            Activation::Identity
         } else {
-            self.conv_folded(conv, x)
+            Activation::Relu
+        };
+        let y = crate::ops::conv_affine(x, &conv.weight, &ss, conv.stride, conv.padding, fused)?;
+        if act == Activation::ReluMaxPool2 {
+            crate::ops::max_pool2d(&y, 2, 2)
+        } else {
+            Ok(y)
         }
+    }
+
+    /// `conv`, then this BatchNorm, then `act`: batch statistics in training (one fused op,
+    /// [`crate::ops::conv_bn_train`], updating the running statistics), the running ones folded
+    /// into the convolution ([`conv_folded`](Self::conv_folded)) in inference.
+    pub fn conv_bn_act(
+        &self,
+        conv: &Conv2d,
+        x: &Tensor,
+        train: bool,
+        act: Activation,
+    ) -> Result<Tensor> {
+        if !train {
+            return self.conv_folded(conv, x, act);
+        }
+        let (y, mean, var) = crate::ops::conv_bn_train(
+            x,
+            &conv.weight,
+            &self.weight,
+            &self.bias,
+            conv.stride,
+            conv.padding,
+            self.eps,
+            act,
+        )?;
+        // Values per channel of the convolution output: N·oh·ow.
+        let (n, _, h, w) = x.dims4()?;
+        let (_, _, kh, kw) = conv.weight.dims4()?;
+        let oh = (h + 2 * conv.padding.0 - kh) / conv.stride + 1;
+        let ow = (w + 2 * conv.padding.1 - kw) / conv.stride + 1;
+        crate::ops::update_running_stats(
+            &self.running_mean,
+            &self.running_var,
+            &mean,
+            &var,
+            n * oh * ow,
+            self.momentum,
+        )?;
+        Ok(y)
+    }
+
+    /// `conv` then this BatchNorm, no activation: [`conv_bn_act`](Self::conv_bn_act) with
+    /// [`Activation::Identity`].
+    pub fn conv_bn(&self, conv: &Conv2d, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.conv_bn_act(conv, x, train, Activation::Identity)
     }
 
     /// Normalises `x` (N, C, …); `train` selects batch statistics (and updates the running ones).
@@ -215,6 +291,45 @@ mod tests {
             .to_scalar::<f32>()
             .unwrap();
         assert!(err < 1e-4, "max abs difference {err}");
+
+        // The same parameters loaded as plain tensors (a model folder): the scale and shift are
+        // computed from their values, and each activation matches the unfused layers.
+        let tensors: std::collections::HashMap<String, Tensor> = vm
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().copy().unwrap().detach()))
+            .collect();
+        let vbt = VarBuilder::from_tensors(tensors, candle_core::DType::F32, &dev);
+        let conv = Conv2d::new(3, 5, (3, 3), 1, (1, 1), vbt.pp("conv")).unwrap();
+        let bn = BatchNorm2d::new(5, 1e-3, 0.1, vbt.pp("bn")).unwrap();
+        assert!(!bn.weight.track_op());
+        let normalized = bn.forward_t(&conv.forward(&x).unwrap(), false).unwrap();
+        for act in [
+            Activation::Identity,
+            Activation::Relu,
+            Activation::ReluMaxPool2,
+        ] {
+            let want = match act {
+                Activation::Identity => normalized.clone(),
+                Activation::Relu => normalized.relu().unwrap(),
+                Activation::ReluMaxPool2 => crate::ops::relu_max_pool2d(&normalized, 2, 2).unwrap(),
+            };
+            let got = bn.conv_bn_act(&conv, &x, false, act).unwrap();
+            assert_eq!(got.dims(), want.dims());
+            let err = (want - got)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(err < 1e-4, "{act:?}: max abs difference {err}");
+        }
     }
 
     #[test]

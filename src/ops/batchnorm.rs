@@ -127,9 +127,41 @@ fn ncs(dims: &[usize]) -> Result<(usize, usize, usize)> {
     }
 }
 
+/// Per-channel mean, biased variance and `1/√(var + eps)` of `x` viewed as `(N, C, S)`, one
+/// channel per task, shifted by the channel's first value for accuracy.
+pub(super) fn channel_stats(
+    x: &[f32],
+    (n, c, s): (usize, usize, usize),
+    eps: f64,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let m = (n * s) as f64;
+    let stats: Vec<(f32, f32)> = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let shift = x[ch * s];
+            let (mut s1, mut s2) = (0f64, 0f64);
+            for img in 0..n {
+                let row = &x[(img * c + ch) * s..(img * c + ch + 1) * s];
+                s1 += sum8(row, |v| v - shift);
+                s2 += sum8(row, |v| (v - shift) * (v - shift));
+            }
+            let mean_shifted = s1 / m;
+            let var = (s2 / m - mean_shifted * mean_shifted).max(0.0);
+            ((mean_shifted + shift as f64) as f32, var as f32)
+        })
+        .collect();
+    let mean: Vec<f32> = stats.iter().map(|s| s.0).collect();
+    let var_biased: Vec<f32> = stats.iter().map(|s| s.1).collect();
+    let invstd: Vec<f32> = var_biased
+        .iter()
+        .map(|&v| (1.0 / (v as f64 + eps).sqrt()) as f32)
+        .collect();
+    (mean, var_biased, invstd)
+}
+
 /// Sum of a slice with 8 independent accumulators (vectorizable), in f64 at the end.
 #[inline]
-fn sum8(v: &[f32], f: impl Fn(f32) -> f32) -> f64 {
+pub(super) fn sum8(v: &[f32], f: impl Fn(f32) -> f32) -> f64 {
     let mut acc = [0f32; 8];
     let chunks = v.chunks_exact(8);
     let rest = chunks.remainder();
@@ -143,7 +175,7 @@ fn sum8(v: &[f32], f: impl Fn(f32) -> f32) -> f64 {
 
 /// Sum of `f(a_i, b_i)` with 8 accumulators.
 #[inline]
-fn sum8_2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
+pub(super) fn sum8_2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
     let (ra, rb) = (ca.remainder(), cb.remainder());
@@ -185,29 +217,7 @@ impl CustomOp3 for BatchNormOp {
         if gamma.len() != c || beta.len() != c {
             candle_core::bail!("{}: gamma/beta do not have {c} entries", self.name())
         }
-        let m = (n * s) as f64;
-        // Statistics, one channel per task; shifted by the channel's first value for accuracy.
-        let stats: Vec<(f32, f32)> = (0..c)
-            .into_par_iter()
-            .map(|ch| {
-                let shift = x[ch * s];
-                let (mut s1, mut s2) = (0f64, 0f64);
-                for img in 0..n {
-                    let row = &x[(img * c + ch) * s..(img * c + ch + 1) * s];
-                    s1 += sum8(row, |v| v - shift);
-                    s2 += sum8(row, |v| (v - shift) * (v - shift));
-                }
-                let mean_shifted = s1 / m;
-                let var = (s2 / m - mean_shifted * mean_shifted).max(0.0);
-                ((mean_shifted + shift as f64) as f32, var as f32)
-            })
-            .collect();
-        let mean: Vec<f32> = stats.iter().map(|s| s.0).collect();
-        let var_biased: Vec<f32> = stats.iter().map(|s| s.1).collect();
-        let invstd: Vec<f32> = var_biased
-            .iter()
-            .map(|&v| (1.0 / (v as f64 + self.eps).sqrt()) as f32)
-            .collect();
+        let (mean, var_biased, invstd) = channel_stats(x, (n, c, s), self.eps);
         let mut y = vec![0f32; x.len()];
         y.par_chunks_mut(s)
             .zip(x.par_chunks(s))

@@ -47,23 +47,28 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: (usize, usize)) ->
 
 /// Sizes of one convolution.
 #[derive(Debug, Clone, Copy)]
-struct Geom {
-    n: usize,
-    c: usize,
+pub(super) struct Geom {
+    pub(super) n: usize,
+    pub(super) c: usize,
     h: usize,
     w: usize,
-    o: usize,
+    pub(super) o: usize,
     kh: usize,
     kw: usize,
     stride: usize,
     ph: usize,
     pw: usize,
-    oh: usize,
-    ow: usize,
+    pub(super) oh: usize,
+    pub(super) ow: usize,
 }
 
 impl Geom {
-    fn new(x: &[usize], w: &[usize], stride: usize, (ph, pw): (usize, usize)) -> Result<Self> {
+    pub(super) fn new(
+        x: &[usize],
+        w: &[usize],
+        stride: usize,
+        (ph, pw): (usize, usize),
+    ) -> Result<Self> {
         let (&[n, c, h, wd], &[o, c2, kh, kw]) = (x, w) else {
             candle_core::bail!("conv2d: expects x (N,C,H,W) and w (O,C,kh,kw), got {x:?} and {w:?}")
         };
@@ -106,12 +111,12 @@ impl Geom {
     }
 
     /// Output pixels per image.
-    fn p(&self) -> usize {
+    pub(super) fn p(&self) -> usize {
         self.oh * self.ow
     }
 
     /// Input elements per image.
-    fn in_len(&self) -> usize {
+    pub(super) fn in_len(&self) -> usize {
         self.c * self.h * self.w
     }
 
@@ -284,7 +289,15 @@ fn batch_parallel(n: usize) -> (bool, Parallelism) {
     }
 }
 
-fn forward_image(x: &[f32], w: &[f32], g: &Geom, y: &mut [f32], col: &mut [f32], par: Parallelism) {
+fn forward_image(
+    x: &[f32],
+    w: &[f32],
+    g: &Geom,
+    y: &mut [f32],
+    col: &mut [f32],
+    par: Parallelism,
+    epilogue: &Epilogue,
+) {
     let (k, p) = (g.k(), g.p());
     let rhs = if g.pointwise() {
         x
@@ -309,9 +322,20 @@ fn forward_image(x: &[f32], w: &[f32], g: &Geom, y: &mut [f32], col: &mut [f32],
         },
         par,
     );
+    if let Some(f) = epilogue {
+        f(y);
+    }
 }
 
+/// Work applied to each image's output `(O, oh·ow)` right after its GEMM, while it is in cache.
+pub(super) type Epilogue<'a> = Option<&'a (dyn Fn(&mut [f32]) + Sync)>;
+
 fn forward(x: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
+    forward_with(x, w, g, None)
+}
+
+/// The convolution of the batch, `epilogue` applied to each image's output after its GEMM.
+pub(super) fn forward_with(x: &[f32], w: &[f32], g: &Geom, epilogue: Epilogue) -> Vec<f32> {
     let out_len = g.o * g.p();
     let mut y = vec![0f32; g.n * out_len];
     if out_len == 0 {
@@ -325,12 +349,12 @@ fn forward(x: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
             .zip(xs.collect::<Vec<_>>())
             .for_each_init(
                 || vec![0f32; col_len],
-                |col, (yi, xi)| forward_image(xi, w, g, yi, col, par),
+                |col, (yi, xi)| forward_image(xi, w, g, yi, col, par, &epilogue),
             );
     } else {
         let mut col = vec![0f32; col_len];
         for (yi, xi) in y.chunks_mut(out_len).zip(xs) {
-            forward_image(xi, w, g, yi, &mut col, par);
+            forward_image(xi, w, g, yi, &mut col, par, &epilogue);
         }
     }
     y
@@ -338,11 +362,18 @@ fn forward(x: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
 
 /// `dX = col2im(Wᵀ · dY)` for the whole batch.
 fn input_grad(dy: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
+    let mut dx = vec![0f32; g.n * g.in_len()];
+    input_grad_into(dy, w, g, &mut dx);
+    dx
+}
+
+/// [`input_grad`] written into `dx` (`N·C·H·W` zeros on entry).
+pub(super) fn input_grad_into(dy: &[f32], w: &[f32], g: &Geom, dx: &mut [f32]) {
     let in_len = g.in_len();
-    let mut dx = vec![0f32; g.n * in_len];
+    assert_eq!(dx.len(), g.n * in_len);
     let (k, p) = (g.k(), g.p());
     if in_len == 0 || p == 0 {
-        return dx;
+        return;
     }
     let col_len = if g.pointwise() { 0 } else { k * p };
     let image = |dxi: &mut [f32], dyi: &[f32], col: &mut Vec<f32>, par| {
@@ -379,11 +410,10 @@ fn input_grad(dy: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
             image(dxi, dyi, &mut col, par);
         }
     }
-    dx
 }
 
 /// `dW = Σ_n dY_n · im2col(X_n)ᵀ`.
-fn weight_grad(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
+pub(super) fn weight_grad(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
     let (k, p) = (g.k(), g.p());
     let w_len = g.o * k;
     let col_len = if g.pointwise() { 0 } else { k * p };
@@ -503,11 +533,11 @@ impl CustomOp2 for Conv2dOp {
 }
 
 /// Input gradient of [`Conv2dOp`]: `(dY, W) → dX`.
-struct Conv2dInputGrad {
-    stride: usize,
-    padding: (usize, usize),
-    h: usize,
-    w: usize,
+pub(super) struct Conv2dInputGrad {
+    pub(super) stride: usize,
+    pub(super) padding: (usize, usize),
+    pub(super) h: usize,
+    pub(super) w: usize,
 }
 
 impl CustomOp2 for Conv2dInputGrad {
@@ -545,11 +575,11 @@ impl CustomOp2 for Conv2dInputGrad {
 }
 
 /// Weight gradient of [`Conv2dOp`]: `(X, dY) → dW`.
-struct Conv2dWeightGrad {
-    stride: usize,
-    padding: (usize, usize),
-    kh: usize,
-    kw: usize,
+pub(super) struct Conv2dWeightGrad {
+    pub(super) stride: usize,
+    pub(super) padding: (usize, usize),
+    pub(super) kh: usize,
+    pub(super) kw: usize,
 }
 
 impl CustomOp2 for Conv2dWeightGrad {

@@ -62,7 +62,7 @@ fn pool(x: &Tensor, kernel: usize, stride: usize, fuse_relu: bool) -> Result<Ten
 
 /// Sizes of one pooling.
 #[derive(Debug, Clone, Copy)]
-struct PoolGeom {
+pub(super) struct PoolGeom {
     w: usize,
     oh: usize,
     ow: usize,
@@ -71,7 +71,7 @@ struct PoolGeom {
 }
 
 impl PoolGeom {
-    fn new(h: usize, w: usize, kernel: usize, stride: usize) -> Result<Self> {
+    pub(super) fn new(h: usize, w: usize, kernel: usize, stride: usize) -> Result<Self> {
         if kernel == 0 || stride == 0 || h < kernel || w < kernel {
             candle_core::bail!("max_pool2d: kernel {kernel}, stride {stride} do not fit {h}×{w}")
         }
@@ -104,7 +104,7 @@ impl PoolGeom {
 
 /// ReLU that keeps NaN (like PyTorch), unlike `f32::max`.
 #[inline]
-fn relu1(v: f32) -> f32 {
+pub(super) fn relu1(v: f32) -> f32 {
     if v < 0.0 {
         0.0
     } else {
@@ -155,7 +155,7 @@ fn first_max4_mask(a: f32, b: f32, c: f32, d: f32) -> ([bool; 4], f32) {
 
 /// Forward of one plane for the common 2×2 window with stride 2 (every layer of the compact
 /// CNN): rows two at a time, no per-window index arithmetic.
-fn pool2x2_plane(plane: &[f32], out: &mut [f32], g: &PoolGeom, fuse_relu: bool) {
+pub(super) fn pool2x2_plane(plane: &[f32], out: &mut [f32], g: &PoolGeom, fuse_relu: bool) {
     let (w, ow) = (g.w, g.ow);
     for (i, orow) in out.chunks_exact_mut(ow).enumerate().take(g.oh) {
         let r0 = &plane[2 * i * w..2 * i * w + 2 * ow];
@@ -174,7 +174,7 @@ fn pool2x2_plane(plane: &[f32], out: &mut [f32], g: &PoolGeom, fuse_relu: bool) 
 /// Backward of one plane for the 2×2, stride-2 window: each window's gradient goes to its
 /// first maximum (when positive, with the fused ReLU); every element of `dplane` inside a
 /// window is written, the rest (an odd last row or column) is left as it is (zero).
-fn pool2x2_grad_plane(
+pub(super) fn pool2x2_grad_plane(
     plane: &[f32],
     dout: &[f32],
     dplane: &mut [f32],

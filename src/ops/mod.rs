@@ -9,7 +9,9 @@
 //! - [`max_pool2d`] / [`relu_max_pool2d`]: max pooling with PyTorch's gradient rule (the whole
 //!   gradient goes to the first maximum of each window);
 //! - [`batch_norm_train`]: training-mode batch normalization (Ioffe & Szegedy, 2015) in two fused
-//!   passes with the closed-form backward.
+//!   passes with the closed-form backward;
+//! - [`conv_bn_train`] / [`conv_affine`]: the three above as one node (convolution, BatchNorm,
+//!   ReLU, optional pool), so the intermediate activations never enter candle's autograd graph.
 //!
 //! Every op takes and returns ordinary [`candle_core::Tensor`]s and plugs into candle's autograd.
 //! The fast paths run on the CPU in f32; other devices and dtypes fall back to candle's
@@ -17,10 +19,12 @@
 
 mod batchnorm;
 mod conv;
+mod conv_bn;
 mod maxpool;
 
 pub use batchnorm::{batch_norm_train, update_running_stats};
 pub use conv::conv2d;
+pub use conv_bn::{conv_affine, conv_bn_train, Activation};
 pub use maxpool::{max_pool2d, relu, relu_max_pool2d};
 
 use candle_core::backend::BackendStorage;

@@ -1,0 +1,721 @@
+//! Convolution, batch normalization and activation as one candle custom op: the layer both
+//! models are made of (`Conv2d → BatchNorm2d → ReLU [→ 2×2 max-pool]`).
+//!
+//! Built from the same kernels as [`super::conv2d`], [`super::batch_norm_train`] and
+//! [`super::relu_max_pool2d`], with the same values, but as a single node of candle's autograd
+//! graph. Every node of the unfused chain costs a pass over the activations in each direction,
+//! plus, in candle 0.11's backward, a zero-filled gradient buffer and an addition into it for each
+//! intermediate tensor: at 64 images of 32×64×64 that is 33 MB written three times per layer
+//! for nothing. Fused, the intermediates live only inside the op:
+//! - training forward: GEMM convolution → per-channel statistics → one pass that normalizes,
+//!   applies the ReLU and pools; only the convolution output is kept for the backward pass;
+//! - training backward: one pass per plane that recomputes the normalized values, routes the
+//!   gradient through the pool and ReLU and sums what BatchNorm's closed form needs, one pass for
+//!   the BatchNorm input gradient, then the convolution's two GEMM gradients;
+//! - inference: the convolution with the BatchNorm's scale and shift and the ReLU applied to each
+//!   image's output right after its GEMM, while it is in cache (no weight copy, no extra pass).
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::batchnorm::{channel_stats, sum8, sum8_2};
+use super::conv::{self, Conv2dInputGrad, Conv2dWeightGrad, Geom};
+use super::maxpool::{pool2x2_grad_plane, pool2x2_plane, relu1, PoolGeom};
+use super::{f32_data, is_cpu_f32};
+
+/// What follows the normalization in [`conv_bn_train`] and [`conv_affine`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// Nothing: the normalized values themselves.
+    Identity,
+    /// ReLU (NaN kept, as PyTorch).
+    Relu,
+    /// ReLU then a 2×2 max-pool with stride 2 (floor mode), PyTorch's gradient rule
+    /// ([`super::relu_max_pool2d`]). Training only.
+    ReluMaxPool2,
+}
+
+/// Convolution (`x` (N, C, H, W), `w` (O, C, kh, kw), no bias) followed by training-mode batch
+/// normalization with `gamma`, `beta` (O) and `eps`, then `act`.
+///
+/// Returns `(y, mean, var)` like [`super::batch_norm_train`]: the batch mean and biased variance
+/// of the convolution output per channel, detached, for [`super::update_running_stats`]. The
+/// gradient reaches `x` (when it takes part in autograd), `w`, `gamma` and `beta`. Values equal
+/// those of `conv2d`, `batch_norm_train` and `relu`/`relu_max_pool2d` in sequence; on other
+/// devices or dtypes that sequence is what runs.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_bn_train(
+    x: &Tensor,
+    w: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    stride: usize,
+    padding: (usize, usize),
+    eps: f64,
+    act: Activation,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let g = Geom::new(x.dims(), w.dims(), stride, padding)?;
+    if gamma.dims() != [g.o] || beta.dims() != [g.o] {
+        candle_core::bail!(
+            "conv_bn_train: {} output channels but gamma {:?}, beta {:?}",
+            g.o,
+            gamma.dims(),
+            beta.dims()
+        )
+    }
+    if act == Activation::ReluMaxPool2 {
+        PoolGeom::new(g.oh, g.ow, 2, 2)?;
+    }
+    let fast = [x, w, gamma, beta].iter().all(|t| is_cpu_f32(t));
+    if !fast || g.n * g.p() == 0 {
+        let y = super::conv2d(x, w, stride, padding)?;
+        let (y, mean, var) = super::batch_norm_train(&y, gamma, beta, eps)?;
+        let y = match act {
+            Activation::Identity => y,
+            Activation::Relu => super::relu(&y)?,
+            Activation::ReluMaxPool2 => super::relu_max_pool2d(&y, 2, 2)?,
+        };
+        return Ok((y, mean, var));
+    }
+    let saved = Arc::new(Mutex::new(None));
+    let op = ConvBnTrainOp {
+        stride,
+        padding,
+        eps,
+        act,
+        saved: saved.clone(),
+    };
+    let gb = Tensor::stack(&[gamma, beta], 0)?;
+    let y = x.contiguous()?.apply_op3(&w.contiguous()?, &gb, op)?;
+    let saved = saved
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("conv_bn_train: poisoned state".into()))?
+        .clone()
+        .ok_or_else(|| candle_core::Error::Msg("conv_bn_train: forward saved nothing".into()))?;
+    let mean = Tensor::from_slice(&saved.mean, g.o, x.device())?;
+    let var = Tensor::from_slice(&saved.var, g.o, x.device())?;
+    Ok((y, mean, var))
+}
+
+/// Convolution followed by a per-output-channel affine map and optional ReLU:
+/// `act(conv(x, w)·scale + shift)`, with `ss` (2, O) holding `scale` then `shift`: a BatchNorm in
+/// inference mode, or a bias (`scale` = 1). `act` must not be [`Activation::ReluMaxPool2`].
+///
+/// The affine map and ReLU run on each image's output right after its GEMM. The gradient
+/// reaches `x`, `w` and `ss` (built from candle operations: this is the inference path).
+pub fn conv_affine(
+    x: &Tensor,
+    w: &Tensor,
+    ss: &Tensor,
+    stride: usize,
+    padding: (usize, usize),
+    act: Activation,
+) -> Result<Tensor> {
+    let g = Geom::new(x.dims(), w.dims(), stride, padding)?;
+    if ss.dims() != [2, g.o] {
+        candle_core::bail!(
+            "conv_affine: expects scale and shift as (2, {}), got {:?}",
+            g.o,
+            ss.dims()
+        )
+    }
+    let relu = match act {
+        Activation::Identity => false,
+        Activation::Relu => true,
+        Activation::ReluMaxPool2 => {
+            candle_core::bail!("conv_affine: pooling is not fused at inference")
+        }
+    };
+    if !([x, w, ss].iter().all(|t| is_cpu_f32(t))) {
+        let o = g.o;
+        let y = super::conv2d(x, w, stride, padding)?
+            .broadcast_mul(&ss.get(0)?.reshape((1, o, 1, 1))?)?
+            .broadcast_add(&ss.get(1)?.reshape((1, o, 1, 1))?)?;
+        return if relu { super::relu(&y) } else { Ok(y) };
+    }
+    x.contiguous()?.apply_op3(
+        &w.contiguous()?,
+        &ss.contiguous()?,
+        ConvAffineOp {
+            stride,
+            padding,
+            relu,
+        },
+    )
+}
+
+/// What the training forward keeps for the backward pass.
+#[derive(Debug)]
+struct Saved {
+    /// Convolution output (N, O, oh, ow).
+    y: Vec<f32>,
+    mean: Vec<f32>,
+    /// Biased variance.
+    var: Vec<f32>,
+    invstd: Vec<f32>,
+    gamma: Vec<f32>,
+    /// Per-channel `(a, b)` with normalized value `a·y + b`.
+    ab: Vec<(f32, f32)>,
+}
+
+struct ConvBnTrainOp {
+    stride: usize,
+    padding: (usize, usize),
+    eps: f64,
+    act: Activation,
+    saved: Arc<Mutex<Option<Arc<Saved>>>>,
+}
+
+impl ConvBnTrainOp {
+    fn geom(&self, x: &Layout, w: &Layout) -> Result<Geom> {
+        Geom::new(x.dims(), w.dims(), self.stride, self.padding)
+    }
+}
+
+/// Output shape of the op for convolution geometry `g`.
+fn out_dims(g: &Geom, act: Activation) -> (usize, usize, usize, usize) {
+    match act {
+        Activation::ReluMaxPool2 => (g.n, g.o, g.oh / 2, g.ow / 2),
+        _ => (g.n, g.o, g.oh, g.ow),
+    }
+}
+
+impl CustomOp3 for ConvBnTrainOp {
+    fn name(&self) -> &'static str {
+        "candle-face-conv-bn-train"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.geom(l1, l2)?;
+        let x = f32_data(s1, l1, self.name())?;
+        let w = f32_data(s2, l2, self.name())?;
+        let gb = f32_data(s3, l3, self.name())?;
+        if gb.len() != 2 * g.o {
+            candle_core::bail!("{}: gamma/beta do not have {} entries", self.name(), g.o)
+        }
+        let (c, s) = (g.o, g.p());
+        let y = conv::forward_with(x, w, &g, None);
+        let (mean, var, invstd) = channel_stats(&y, (g.n, c, s), self.eps);
+        let ab: Vec<(f32, f32)> = (0..c)
+            .map(|ch| {
+                let a = gb[ch] * invstd[ch];
+                (a, gb[c + ch] - mean[ch] * a)
+            })
+            .collect();
+        let dims = out_dims(&g, self.act);
+        let plane_out = dims.2 * dims.3;
+        let mut z = vec![0f32; dims.0 * dims.1 * plane_out];
+        match self.act {
+            Activation::ReluMaxPool2 => {
+                let pg = PoolGeom::new(g.oh, g.ow, 2, 2)?;
+                z.par_chunks_mut(plane_out)
+                    .zip(y.par_chunks(s))
+                    .enumerate()
+                    .for_each_init(
+                        || vec![0f32; s],
+                        |scratch, (row, (out, plane))| {
+                            let (a, b) = ab[row % c];
+                            normalize(plane, scratch, a, b);
+                            pool2x2_plane(scratch, out, &pg, true);
+                        },
+                    );
+            }
+            act => {
+                z.par_chunks_mut(s)
+                    .zip(y.par_chunks(s))
+                    .enumerate()
+                    .for_each(|(row, (out, plane))| {
+                        let (a, b) = ab[row % c];
+                        normalize(plane, out, a, b);
+                        if act == Activation::Relu {
+                            out.iter_mut().for_each(|v| *v = relu1(*v));
+                        }
+                    });
+            }
+        }
+        let mut saved = self
+            .saved
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("conv_bn_train: poisoned state".into()))?;
+        *saved = Some(Arc::new(Saved {
+            y,
+            mean,
+            var,
+            invstd,
+            gamma: gb[..c].to_vec(),
+            ab,
+        }));
+        Ok((CpuStorage::F32(z), Shape::from(dims)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        gb: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let saved = self
+            .saved
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("conv_bn_train: poisoned state".into()))?
+            .clone()
+            .ok_or_else(|| candle_core::Error::Msg("conv_bn_train: no saved forward".into()))?;
+        let need_dx = x.track_op();
+        let op = ConvBnTrainGrad {
+            stride: self.stride,
+            padding: self.padding,
+            act: self.act,
+            need_dx,
+            saved,
+        };
+        // One flat output: [dx…], dw…, dγ…, dβ….
+        let out = x.apply_op3_no_bwd(&grad.contiguous()?, w, &op)?;
+        let (nx, nw, o) = (
+            if need_dx { x.elem_count() } else { 0 },
+            w.elem_count(),
+            gb.dim(1)?,
+        );
+        let dx = need_dx
+            .then(|| out.narrow(0, 0, nx)?.reshape(x.shape()))
+            .transpose()?;
+        let dw = w
+            .track_op()
+            .then(|| out.narrow(0, nx, nw)?.reshape(w.shape()))
+            .transpose()?;
+        let dgb = gb
+            .track_op()
+            .then(|| out.narrow(0, nx + nw, 2 * o)?.reshape((2, o)))
+            .transpose()?;
+        Ok((dx, dw, dgb))
+    }
+}
+
+/// `out = a·y + b`, element-wise.
+#[inline]
+fn normalize(y: &[f32], out: &mut [f32], a: f32, b: f32) {
+    out.iter_mut().zip(y).for_each(|(o, &v)| *o = a * v + b);
+}
+
+/// `(x, dZ, w) → [dx…], dw…, dγ…, dβ…` for [`ConvBnTrainOp`].
+struct ConvBnTrainGrad {
+    stride: usize,
+    padding: (usize, usize),
+    act: Activation,
+    need_dx: bool,
+    saved: Arc<Saved>,
+}
+
+impl CustomOp3 for ConvBnTrainGrad {
+    fn name(&self) -> &'static str {
+        "candle-face-conv-bn-train-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = Geom::new(l1.dims(), l3.dims(), self.stride, self.padding)?;
+        let (n, c, s) = (g.n, g.o, g.p());
+        let dims = out_dims(&g, self.act);
+        if l2.dims() != [dims.0, dims.1, dims.2, dims.3] || self.saved.y.len() != n * c * s {
+            candle_core::bail!(
+                "{}: gradient shape {:?} does not fit",
+                self.name(),
+                l2.dims()
+            )
+        }
+        let x = f32_data(s1, l1, self.name())?;
+        let dz = f32_data(s2, l2, self.name())?;
+        let w = f32_data(s3, l3, self.name())?;
+        let sv = &*self.saved;
+        let plane_out = dims.2 * dims.3;
+        let pool = match self.act {
+            Activation::ReluMaxPool2 => Some(PoolGeom::new(g.oh, g.ow, 2, 2)?),
+            _ => None,
+        };
+        // Gradient w.r.t. the normalized values, and per plane Σg and Σg·(y − μ).
+        let mut dy = vec![0f32; n * c * s];
+        let sums: Vec<(f64, f64)> = dy
+            .par_chunks_mut(s)
+            .zip(sv.y.par_chunks(s).zip(dz.par_chunks(plane_out)))
+            .enumerate()
+            .map_init(
+                || vec![0f32; if pool.is_some() { s } else { 0 }],
+                |scratch, (row, (d, (y, dzp)))| {
+                    let ch = row % c;
+                    let (a, b) = sv.ab[ch];
+                    match (self.act, &pool) {
+                        (Activation::ReluMaxPool2, Some(pg)) => {
+                            // `d` is zero on entry, so an odd last row or column stays zero.
+                            normalize(y, scratch, a, b);
+                            pool2x2_grad_plane(scratch, dzp, d, pg, true);
+                        }
+                        (Activation::Relu, _) => {
+                            for ((d, &y), &gz) in d.iter_mut().zip(y).zip(dzp) {
+                                *d = if a * y + b > 0.0 { gz } else { 0.0 };
+                            }
+                        }
+                        _ => d.copy_from_slice(dzp),
+                    }
+                    let mu = sv.mean[ch];
+                    (sum8(d, |v| v), sum8_2(d, y, |g, y| g * (y - mu)))
+                },
+            )
+            .collect();
+        let m = (n * s) as f64;
+        let mut dgb = vec![0f32; 2 * c];
+        let coef: Vec<(f32, f32, f32)> = (0..c)
+            .map(|ch| {
+                let (mut sg, mut sgy) = (0f64, 0f64);
+                for img in 0..n {
+                    sg += sums[img * c + ch].0;
+                    sgy += sums[img * c + ch].1;
+                }
+                let is = sv.invstd[ch] as f64;
+                let dgamma = sgy * is;
+                let k1 = sv.gamma[ch] as f64 * is;
+                let k2 = -k1 * is * dgamma / m;
+                let k3 = -k1 * sg / m;
+                dgb[ch] = dgamma as f32;
+                dgb[c + ch] = sg as f32;
+                (k1 as f32, k2 as f32, k3 as f32)
+            })
+            .collect();
+        // BatchNorm's input gradient, in place: dy ← k1·dy + k2·(y − μ) + k3.
+        dy.par_chunks_mut(s)
+            .zip(sv.y.par_chunks(s))
+            .enumerate()
+            .for_each(|(row, (d, y))| {
+                let ch = row % c;
+                let (k1, k2, k3) = coef[ch];
+                let mu = sv.mean[ch];
+                for (d, &y) in d.iter_mut().zip(y) {
+                    *d = k1 * *d + k2 * (y - mu) + k3;
+                }
+            });
+        let nx = if self.need_dx { x.len() } else { 0 };
+        let dw = conv::weight_grad(x, &dy, &g);
+        let mut out = vec![0f32; nx + dw.len() + 2 * c];
+        if self.need_dx {
+            conv::input_grad_into(&dy, w, &g, &mut out[..nx]);
+        }
+        out[nx..nx + dw.len()].copy_from_slice(&dw);
+        out[nx + dw.len()..].copy_from_slice(&dgb);
+        let len = out.len();
+        Ok((CpuStorage::F32(out), Shape::from(len)))
+    }
+}
+
+struct ConvAffineOp {
+    stride: usize,
+    padding: (usize, usize),
+    relu: bool,
+}
+
+impl CustomOp3 for ConvAffineOp {
+    fn name(&self) -> &'static str {
+        "candle-face-conv-affine"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = Geom::new(l1.dims(), l2.dims(), self.stride, self.padding)?;
+        let x = f32_data(s1, l1, self.name())?;
+        let w = f32_data(s2, l2, self.name())?;
+        let ss = f32_data(s3, l3, self.name())?;
+        if ss.len() != 2 * g.o {
+            candle_core::bail!("{}: scale/shift do not have {} entries", self.name(), g.o)
+        }
+        let (c, s, relu) = (g.o, g.p(), self.relu);
+        let epilogue = move |y: &mut [f32]| {
+            for (ch, plane) in y.chunks_exact_mut(s).enumerate() {
+                let (a, b) = (ss[ch], ss[c + ch]);
+                if relu {
+                    plane.iter_mut().for_each(|v| *v = relu1(a * *v + b));
+                } else {
+                    plane.iter_mut().for_each(|v| *v = a * *v + b);
+                }
+            }
+        };
+        let y = conv::forward_with(x, w, &g, Some(&epilogue));
+        Ok((CpuStorage::F32(y), Shape::from((g.n, g.o, g.oh, g.ow))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        ss: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let o = ss.dim(1)?;
+        let grad = if self.relu {
+            (grad * res.gt(0.0)?.to_dtype(DType::F32)?)?
+        } else {
+            grad.clone()
+        };
+        let scaled = grad
+            .broadcast_mul(&ss.get(0)?.reshape((1, o, 1, 1))?)?
+            .contiguous()?;
+        let (_, _, h, wd) = x.dims4()?;
+        let (_, _, kh, kw) = w.dims4()?;
+        let (stride, padding) = (self.stride, self.padding);
+        let dx = x
+            .track_op()
+            .then(|| {
+                let op = Conv2dInputGrad {
+                    stride,
+                    padding,
+                    h,
+                    w: wd,
+                };
+                scaled.apply_op2_no_bwd(w, &op)
+            })
+            .transpose()?;
+        let dw = w
+            .track_op()
+            .then(|| {
+                let op = Conv2dWeightGrad {
+                    stride,
+                    padding,
+                    kh,
+                    kw,
+                };
+                x.apply_op2_no_bwd(&scaled, &op)
+            })
+            .transpose()?;
+        let dss = ss
+            .track_op()
+            .then(|| {
+                let conv = super::conv2d(&x.detach(), &w.detach(), stride, padding)?;
+                let dscale = (&grad * conv)?.sum((0, 2, 3))?;
+                let dshift = grad.sum((0, 2, 3))?;
+                Tensor::stack(&[dscale, dshift], 0)
+            })
+            .transpose()?;
+        Ok((dx, dw, dss))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn rand(shape: &[usize], seed: u64) -> Tensor {
+        // A fixed pseudo-random fill (xorshift), independent of candle's generator.
+        let n: usize = shape.iter().product();
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let v: Vec<f32> = (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn vals(t: &Tensor) -> Vec<f32> {
+        t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    }
+
+    fn close(a: &[f32], b: &[f32], tol: f32, what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}: lengths");
+        let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!(
+                (x - y).abs() <= tol * scale,
+                "{what}[{i}]: {x} vs {y} (scale {scale})"
+            );
+        }
+    }
+
+    /// The unfused chain of ops, each tested on its own against brute force and finite
+    /// differences.
+    fn unfused(
+        x: &Tensor,
+        w: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        stride: usize,
+        pad: (usize, usize),
+        act: Activation,
+    ) -> (Tensor, Tensor, Tensor) {
+        let y = super::super::conv2d(x, w, stride, pad).unwrap();
+        let (y, m, v) = super::super::batch_norm_train(&y, gamma, beta, 1e-3).unwrap();
+        let y = match act {
+            Activation::Identity => y,
+            Activation::Relu => super::super::relu(&y).unwrap(),
+            Activation::ReluMaxPool2 => super::super::relu_max_pool2d(&y, 2, 2).unwrap(),
+        };
+        (y, m, v)
+    }
+
+    #[test]
+    fn training_op_equals_the_unfused_chain_in_values_and_gradients() {
+        // Even and odd output sizes (the pool leaves an odd last row/column out), stride 2,
+        // unequal padding, 1×1 kernels.
+        type Case = ([usize; 4], [usize; 4], usize, (usize, usize));
+        let cases: &[Case] = &[
+            ([3, 4, 8, 8], [5, 4, 3, 3], 1, (1, 1)),
+            ([2, 3, 7, 9], [4, 3, 3, 3], 1, (1, 1)),
+            ([2, 3, 9, 8], [6, 3, 1, 3], 2, (0, 1)),
+            ([4, 6, 5, 5], [3, 6, 1, 1], 1, (0, 0)),
+        ];
+        for (ci, &(xd, wd, stride, pad)) in cases.iter().enumerate() {
+            for act in [
+                Activation::Identity,
+                Activation::Relu,
+                Activation::ReluMaxPool2,
+            ] {
+                let what = format!("case {ci} {act:?}");
+                let seed = ci as u64 * 10;
+                let x = Var::from_tensor(&rand(&xd, seed + 1)).unwrap();
+                let w = Var::from_tensor(&rand(&wd, seed + 2)).unwrap();
+                let gamma = Var::from_tensor(&(rand(&[wd[0]], seed + 3) + 1.2).unwrap()).unwrap();
+                let beta = Var::from_tensor(&rand(&[wd[0]], seed + 4)).unwrap();
+                let (z, m, v) =
+                    conv_bn_train(&x, &w, &gamma, &beta, stride, pad, 1e-3, act).unwrap();
+                let (z2, m2, v2) = unfused(&x, &w, &gamma, &beta, stride, pad, act);
+                assert_eq!(z.dims(), z2.dims(), "{what}");
+                close(&vals(&z), &vals(&z2), 1e-5, &format!("{what}: output"));
+                close(&vals(&m), &vals(&m2), 1e-6, &format!("{what}: mean"));
+                close(&vals(&v), &vals(&v2), 1e-6, &format!("{what}: var"));
+                let r = rand(z.dims(), seed + 5);
+                let g = (z * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                let g2 = (z2 * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                for (name, var) in [("x", &x), ("w", &w), ("gamma", &gamma), ("beta", &beta)] {
+                    let a = g
+                        .get(var)
+                        .unwrap_or_else(|| panic!("{what}: no grad for {name}"));
+                    let b = g2.get(var).unwrap();
+                    close(&vals(a), &vals(b), 2e-4, &format!("{what}: d{name}"));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn training_op_gradient_matches_finite_differences() {
+        // The fused op alone: central differences of a random projection of the output, in f32
+        // with a step large enough to beat rounding.
+        let x = Var::from_tensor(&rand(&[2, 2, 6, 6], 7)).unwrap();
+        let w = Var::from_tensor(&rand(&[3, 2, 3, 3], 8)).unwrap();
+        let gamma = Var::from_tensor(&(rand(&[3], 9) + 1.5).unwrap()).unwrap();
+        let beta = Var::from_tensor(&rand(&[3], 10)).unwrap();
+        // The activation's kinks would defeat finite differences; its gradient routing is
+        // checked against the unfused ops above (and theirs against finite differences).
+        for act in [Activation::Identity] {
+            let f = |x: &Tensor, w: &Tensor, gm: &Tensor, bt: &Tensor| -> (Tensor, f64) {
+                let (z, _, _) = conv_bn_train(x, w, gm, bt, 1, (1, 1), 1e-3, act).unwrap();
+                let r = rand(z.dims(), 11);
+                let l = (z * r).unwrap().sum_all().unwrap();
+                let v = l.to_scalar::<f32>().unwrap() as f64;
+                (l, v)
+            };
+            let (l, _) = f(&x, &w, &gamma, &beta);
+            let grads = l.backward().unwrap();
+            for (name, var) in [("x", &x), ("w", &w), ("gamma", &gamma), ("beta", &beta)] {
+                let analytic = vals(grads.get(var).unwrap());
+                let base = vals(var.as_tensor());
+                for i in (0..base.len()).step_by(base.len().div_ceil(6)) {
+                    let h = 1e-2f32;
+                    let shifted = |d: f32| {
+                        let mut b = base.clone();
+                        b[i] += d;
+                        Tensor::from_vec(b, var.dims(), &Device::Cpu).unwrap()
+                    };
+                    let eval = |d: f32| match name {
+                        "x" => f(&shifted(d), &w, &gamma, &beta).1,
+                        "w" => f(&x, &shifted(d), &gamma, &beta).1,
+                        "gamma" => f(&x, &w, &shifted(d), &beta).1,
+                        _ => f(&x, &w, &gamma, &shifted(d)).1,
+                    };
+                    let numeric = (eval(h) - eval(-h)) / (2.0 * h as f64);
+                    let a = analytic[i] as f64;
+                    assert!(
+                        (a - numeric).abs() <= 2e-2 * (1.0 + numeric.abs()),
+                        "{act:?} d{name}[{i}]: analytic {a}, numeric {numeric}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn affine_op_equals_conv_scale_shift_relu_in_values_and_gradients() {
+        for (relu, stride, pad) in [(true, 1, (1, 1)), (false, 2, (0, 1))] {
+            let x = Var::from_tensor(&rand(&[3, 4, 7, 6], 21)).unwrap();
+            let w = Var::from_tensor(&rand(&[5, 4, 3, 3], 22)).unwrap();
+            let ss = Var::from_tensor(&rand(&[2, 5], 23)).unwrap();
+            let act = if relu {
+                Activation::Relu
+            } else {
+                Activation::Identity
+            };
+            let z = conv_affine(&x, &w, &ss, stride, pad, act).unwrap();
+            let y = super::super::conv2d(&x, &w, stride, pad)
+                .unwrap()
+                .broadcast_mul(&ss.get(0).unwrap().reshape((1, 5, 1, 1)).unwrap())
+                .unwrap()
+                .broadcast_add(&ss.get(1).unwrap().reshape((1, 5, 1, 1)).unwrap())
+                .unwrap();
+            let z2 = if relu { y.relu().unwrap() } else { y };
+            close(&vals(&z), &vals(&z2), 1e-5, "output");
+            let r = rand(z.dims(), 24);
+            let g = (z * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let g2 = (z2 * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            for (name, var) in [("x", &x), ("w", &w), ("ss", &ss)] {
+                close(
+                    &vals(g.get(var).unwrap()),
+                    &vals(g2.get(var).unwrap()),
+                    1e-4,
+                    &format!("relu {relu}: d{name}"),
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bad_shapes_are_errors() {
+        let x = rand(&[1, 2, 4, 4], 1);
+        let w = rand(&[3, 2, 3, 3], 2);
+        let c3 = rand(&[3], 3);
+        let c2 = rand(&[2], 4);
+        let act = Activation::Relu;
+        assert!(conv_bn_train(&x, &w, &c2, &c3, 1, (1, 1), 1e-3, act).is_err());
+        // A 1×1 output cannot be pooled 2×2.
+        let x1 = rand(&[1, 2, 3, 3], 5);
+        let pool = Activation::ReluMaxPool2;
+        assert!(conv_bn_train(&x1, &w, &c3, &c3, 1, (0, 0), 1e-3, pool).is_err());
+        assert!(conv_affine(&x, &w, &rand(&[2, 2], 6), 1, (1, 1), act).is_err());
+        assert!(conv_affine(&x, &w, &rand(&[2, 3], 6), 1, (1, 1), pool).is_err());
+    }
+}
