@@ -188,11 +188,16 @@ impl ModuleT for ResidualBlock {
             .iter()
             .map(|b| b.forward_t(x, train))
             .collect::<candle_core::Result<Vec<_>>>()?;
-        let y = self
-            .conv2d
-            .forward(&Tensor::cat(&outs, 1)?)?
-            .broadcast_add(&self.conv2d_bias.reshape((1, (), 1, 1))?)?;
-        let y = ((y * self.scale)? + x)?;
+        // (conv + bias)·scale as one convolution with the bias and scale in its epilogue.
+        let y = ops::conv_bias_scaled(
+            &Tensor::cat(&outs, 1)?,
+            self.conv2d.weight(),
+            &self.conv2d_bias,
+            self.scale,
+            1,
+            (0, 0),
+        )?;
+        let y = (y + x)?;
         if self.relu {
             ops::relu(&y)
         } else {

@@ -8,9 +8,11 @@
 //! - input gradient: `dX_n = col2im(Wᵀ · dY_n)` (no `conv_transpose2d`);
 //! - 1×1 stride-1 unpadded kernels skip im2col/col2im entirely.
 //!
-//! Matrix products use the `gemm` crate (the one candle itself uses). With at least as many
-//! images as threads the batch is split across threads (each image a single-threaded GEMM);
-//! otherwise the GEMMs themselves run in parallel.
+//! Matrix products use the `gemm` crate (the one candle itself uses). Images whose output has
+//! fewer than ~192 pixels (late layers) are unfolded side by side and multiplied as one wider
+//! GEMM, so the micro-kernel's panels fill. With at least as many such groups as threads the
+//! batch is split across threads (each GEMM single-threaded); otherwise the GEMMs themselves run
+//! in parallel.
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
@@ -150,14 +152,15 @@ impl Geom {
     }
 }
 
-/// Unfolds one image `(C, H, W)` into `col` `(C·kh·kw, oh·ow)`.
-fn im2col(x: &[f32], g: &Geom, col: &mut [f32]) {
-    let (p, s) = (g.p(), g.stride);
+/// Unfolds one image `(C, H, W)` into `col` `(C·kh·kw, oh·ow)`, whose rows are `ld` apart
+/// (`ld ≥ oh·ow`: the image's columns inside a wider matrix of several images).
+fn im2col(x: &[f32], g: &Geom, col: &mut [f32], ld: usize) {
+    let s = g.stride;
     for c in 0..g.c {
         let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
         for ki in 0..g.kh {
             for kj in 0..g.kw {
-                let row = ((c * g.kh + ki) * g.kw + kj) * p;
+                let row = ((c * g.kh + ki) * g.kw + kj) * ld;
                 let (lo, hi) = g.valid_cols(kj);
                 for oi in 0..g.oh {
                     let dst = &mut col[row + oi * g.ow..row + (oi + 1) * g.ow];
@@ -182,14 +185,15 @@ fn im2col(x: &[f32], g: &Geom, col: &mut [f32]) {
     }
 }
 
-/// Folds `col` `(C·kh·kw, oh·ow)` back into one image `(C, H, W)`, adding overlapping entries.
-fn col2im(col: &[f32], g: &Geom, x: &mut [f32]) {
-    let (p, s) = (g.p(), g.stride);
+/// Folds `col` `(C·kh·kw, oh·ow)`, rows `ld` apart, back into one image `(C, H, W)`, adding
+/// overlapping entries.
+fn col2im(col: &[f32], g: &Geom, x: &mut [f32], ld: usize) {
+    let s = g.stride;
     for c in 0..g.c {
         let plane = &mut x[c * g.h * g.w..(c + 1) * g.h * g.w];
         for ki in 0..g.kh {
             for kj in 0..g.kw {
-                let row = ((c * g.kh + ki) * g.kw + kj) * p;
+                let row = ((c * g.kh + ki) * g.kw + kj) * ld;
                 let (lo, hi) = g.valid_cols(kj);
                 for oi in 0..g.oh {
                     let Some(ih) = g.input_row(oi, ki) else {
@@ -277,58 +281,159 @@ fn matmul(
     }
 }
 
-/// How to spread per-image work: over the batch, or inside each GEMM.
-fn batch_parallel(n: usize) -> (bool, Parallelism) {
-    let nt = num_threads();
-    if nt > 1 && n >= nt {
-        (true, Parallelism::None)
-    } else if nt > 1 {
-        (false, Parallelism::Rayon(nt))
-    } else {
-        (false, Parallelism::None)
+/// Work applied to each image's output `(O, oh·ow)` right after its GEMM, while it is in cache.
+pub(super) type Epilogue<'a> = Option<&'a (dyn Fn(&mut [f32]) + Sync)>;
+
+/// Output columns the GEMMs aim for: images whose outputs are smaller (late layers, 8×8 or
+/// 3×3) are processed several at a time as one wider GEMM, so the micro-kernel's panels fill.
+const GEMM_COLUMNS: usize = 192;
+
+/// How the batch is cut and run: `nb` images per GEMM; groups spread over threads (each GEMM
+/// single-threaded) when there are enough of them, else the GEMMs themselves run in parallel.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    nb: usize,
+    across: bool,
+    par: Parallelism,
+}
+
+impl Plan {
+    fn new(g: &Geom) -> Self {
+        let nt = num_threads();
+        let per_thread = g.n.div_ceil(nt).max(1);
+        let nb = GEMM_COLUMNS.div_ceil(g.p().max(1)).clamp(1, per_thread);
+        let groups = g.n.div_ceil(nb);
+        if nt > 1 && groups >= nt {
+            Self {
+                nb,
+                across: true,
+                par: Parallelism::None,
+            }
+        } else {
+            Self {
+                nb,
+                across: false,
+                par: if nt > 1 {
+                    Parallelism::Rayon(nt)
+                } else {
+                    Parallelism::None
+                },
+            }
+        }
+    }
+
+    /// Scratch floats one group needs: its im2col matrix and, for several images, the
+    /// gathered output or gradient matrix.
+    fn scratch(&self, g: &Geom) -> (usize, usize) {
+        let cols = self.nb * g.p();
+        let col = if g.pointwise() && self.nb == 1 {
+            0
+        } else if g.pointwise() {
+            g.c * cols
+        } else {
+            g.k() * cols
+        };
+        let out = if self.nb > 1 { g.o * cols } else { 0 };
+        (col, out)
     }
 }
 
-fn forward_image(
-    x: &[f32],
+/// Per-thread scratch buffers of one group.
+struct Scratch {
+    col: Vec<f32>,
+    out: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(plan: &Plan, g: &Geom) -> Self {
+        let (col, out) = plan.scratch(g);
+        Self {
+            col: vec![0f32; col],
+            out: vec![0f32; out],
+        }
+    }
+}
+
+/// `im2col` of images `xs` side by side: `(K, nb·P)`; pointwise kernels just gather.
+fn unfold_group<'a>(xs: &'a [f32], nb: usize, g: &Geom, col: &'a mut [f32]) -> &'a [f32] {
+    let (p, in_len) = (g.p(), g.in_len());
+    if g.pointwise() && nb == 1 {
+        return &xs[..in_len];
+    }
+    let ld = nb * p;
+    for i in 0..nb {
+        let xi = &xs[i * in_len..(i + 1) * in_len];
+        if g.pointwise() {
+            for c in 0..g.c {
+                col[c * ld + i * p..c * ld + (i + 1) * p].copy_from_slice(&xi[c * p..(c + 1) * p]);
+            }
+        } else {
+            im2col(xi, g, &mut col[i * p..], ld);
+        }
+    }
+    &col[..g.k() * ld]
+}
+
+/// Gathers `nb` per-image `(R, P)` blocks into one `(R, nb·P)` matrix (or borrows a single one).
+fn gather<'a>(src: &'a [f32], nb: usize, rows: usize, p: usize, dst: &'a mut [f32]) -> &'a [f32] {
+    if nb == 1 {
+        return &src[..rows * p];
+    }
+    let ld = nb * p;
+    for i in 0..nb {
+        for r in 0..rows {
+            let from = (i * rows + r) * p;
+            dst[r * ld + i * p..r * ld + (i + 1) * p].copy_from_slice(&src[from..from + p]);
+        }
+    }
+    &dst[..rows * ld]
+}
+
+/// Scatters an `(R, nb·P)` matrix back into `nb` per-image `(R, P)` blocks.
+fn scatter(src: &[f32], nb: usize, rows: usize, p: usize, dst: &mut [f32]) {
+    let ld = nb * p;
+    for i in 0..nb {
+        for r in 0..rows {
+            let to = (i * rows + r) * p;
+            dst[to..to + p].copy_from_slice(&src[r * ld + i * p..r * ld + (i + 1) * p]);
+        }
+    }
+}
+
+/// Forward of a group of `nb` images: `Y (O × nb·P) = W · unfold(X)`.
+fn forward_group(
+    xs: &[f32],
     w: &[f32],
     g: &Geom,
-    y: &mut [f32],
-    col: &mut [f32],
+    ys: &mut [f32],
+    sc: &mut Scratch,
     par: Parallelism,
     epilogue: &Epilogue,
 ) {
     let (k, p) = (g.k(), g.p());
-    let rhs = if g.pointwise() {
-        x
-    } else {
-        im2col(x, g, col);
-        &col[..]
-    };
+    let nb = ys.len() / (g.o * p);
+    let cols = nb * p;
+    let rhs = unfold_group(xs, nb, g, &mut sc.col);
     let lhs = Mat {
         data: w,
         cs: 1,
         rs: k,
     };
-    matmul(
-        (g.o, p, k),
-        y,
-        false,
-        lhs,
-        Mat {
-            data: rhs,
-            cs: 1,
-            rs: p,
-        },
-        par,
-    );
+    let rhs = Mat {
+        data: rhs,
+        cs: 1,
+        rs: cols,
+    };
+    if nb == 1 {
+        matmul((g.o, p, k), ys, false, lhs, rhs, par);
+    } else {
+        matmul((g.o, cols, k), &mut sc.out, false, lhs, rhs, par);
+        scatter(&sc.out, nb, g.o, p, ys);
+    }
     if let Some(f) = epilogue {
-        f(y);
+        ys.chunks_mut(g.o * p).for_each(f);
     }
 }
-
-/// Work applied to each image's output `(O, oh·ow)` right after its GEMM, while it is in cache.
-pub(super) type Epilogue<'a> = Option<&'a (dyn Fn(&mut [f32]) + Sync)>;
 
 fn forward(x: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
     forward_with(x, w, g, None)
@@ -341,20 +446,19 @@ pub(super) fn forward_with(x: &[f32], w: &[f32], g: &Geom, epilogue: Epilogue) -
     if out_len == 0 {
         return y;
     }
-    let col_len = if g.pointwise() { 0 } else { g.k() * g.p() };
-    let (across_batch, par) = batch_parallel(g.n);
-    let xs = x.chunks(g.in_len().max(1));
-    if across_batch {
-        y.par_chunks_mut(out_len)
-            .zip(xs.collect::<Vec<_>>())
+    let plan = Plan::new(g);
+    let (ychunk, xchunk) = (plan.nb * out_len, plan.nb * g.in_len().max(1));
+    if plan.across {
+        y.par_chunks_mut(ychunk)
+            .zip(x.par_chunks(xchunk))
             .for_each_init(
-                || vec![0f32; col_len],
-                |col, (yi, xi)| forward_image(xi, w, g, yi, col, par, &epilogue),
+                || Scratch::new(&plan, g),
+                |sc, (ys, xs)| forward_group(xs, w, g, ys, sc, plan.par, &epilogue),
             );
     } else {
-        let mut col = vec![0f32; col_len];
-        for (yi, xi) in y.chunks_mut(out_len).zip(xs) {
-            forward_image(xi, w, g, yi, &mut col, par, &epilogue);
+        let mut sc = Scratch::new(&plan, g);
+        for (ys, xs) in y.chunks_mut(ychunk).zip(x.chunks(xchunk)) {
+            forward_group(xs, w, g, ys, &mut sc, plan.par, &epilogue);
         }
     }
     y
@@ -367,91 +471,121 @@ fn input_grad(dy: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
     dx
 }
 
-/// [`input_grad`] written into `dx` (`N·C·H·W` zeros on entry).
-pub(super) fn input_grad_into(dy: &[f32], w: &[f32], g: &Geom, dx: &mut [f32]) {
-    let in_len = g.in_len();
-    assert_eq!(dx.len(), g.n * in_len);
-    let (k, p) = (g.k(), g.p());
-    if in_len == 0 || p == 0 {
+/// Input gradient of a group of `nb` images: `cols (K × nb·P) = Wᵀ · dY`, folded back.
+fn input_grad_group(
+    dxs: &mut [f32],
+    dys: &[f32],
+    w: &[f32],
+    g: &Geom,
+    sc: &mut Scratch,
+    par: Parallelism,
+) {
+    let (k, p, in_len) = (g.k(), g.p(), g.in_len());
+    let nb = dxs.len() / in_len;
+    let cols = nb * p;
+    // Wᵀ (K×O): element (k, o) sits at w[o·K + k].
+    let lhs = Mat {
+        data: w,
+        cs: k,
+        rs: 1,
+    };
+    let rhs = gather(dys, nb, g.o, p, &mut sc.out);
+    let rhs = Mat {
+        data: rhs,
+        cs: 1,
+        rs: cols,
+    };
+    if g.pointwise() && nb == 1 {
+        matmul((k, p, g.o), dxs, false, lhs, rhs, par);
         return;
     }
-    let col_len = if g.pointwise() { 0 } else { k * p };
-    let image = |dxi: &mut [f32], dyi: &[f32], col: &mut Vec<f32>, par| {
-        // Wᵀ (K×O): element (k, o) sits at w[o·K + k].
-        let lhs = Mat {
-            data: w,
-            cs: k,
-            rs: 1,
-        };
-        let rhs = Mat {
-            data: dyi,
-            cs: 1,
-            rs: p,
-        };
+    matmul((k, cols, g.o), &mut sc.col, false, lhs, rhs, par);
+    for (i, dxi) in dxs.chunks_mut(in_len).enumerate() {
         if g.pointwise() {
-            matmul((k, p, g.o), dxi, false, lhs, rhs, par);
+            for c in 0..g.c {
+                dxi[c * p..(c + 1) * p]
+                    .copy_from_slice(&sc.col[c * cols + i * p..c * cols + (i + 1) * p]);
+            }
         } else {
-            matmul((k, p, g.o), col, false, lhs, rhs, par);
-            col2im(col, g, dxi);
-        }
-    };
-    let (across_batch, par) = batch_parallel(g.n);
-    let dys = dy.chunks(g.o * p);
-    if across_batch {
-        dx.par_chunks_mut(in_len)
-            .zip(dys.collect::<Vec<_>>())
-            .for_each_init(
-                || vec![0f32; col_len],
-                |col, (dxi, dyi)| image(dxi, dyi, col, par),
-            );
-    } else {
-        let mut col = vec![0f32; col_len];
-        for (dxi, dyi) in dx.chunks_mut(in_len).zip(dys) {
-            image(dxi, dyi, &mut col, par);
+            col2im(&sc.col[i * p..], g, dxi, cols);
         }
     }
 }
 
+/// [`input_grad`] written into `dx` (`N·C·H·W` zeros on entry).
+pub(super) fn input_grad_into(dy: &[f32], w: &[f32], g: &Geom, dx: &mut [f32]) {
+    let in_len = g.in_len();
+    assert_eq!(dx.len(), g.n * in_len);
+    let p = g.p();
+    if in_len == 0 || p == 0 {
+        return;
+    }
+    let plan = Plan::new(g);
+    let (dxchunk, dychunk) = (plan.nb * in_len, plan.nb * g.o * p);
+    if plan.across {
+        dx.par_chunks_mut(dxchunk)
+            .zip(dy.par_chunks(dychunk))
+            .for_each_init(
+                || Scratch::new(&plan, g),
+                |sc, (dxs, dys)| input_grad_group(dxs, dys, w, g, sc, plan.par),
+            );
+    } else {
+        let mut sc = Scratch::new(&plan, g);
+        for (dxs, dys) in dx.chunks_mut(dxchunk).zip(dy.chunks(dychunk)) {
+            input_grad_group(dxs, dys, w, g, &mut sc, plan.par);
+        }
+    }
+}
+
+/// Adds the weight gradient of images `[i0, i0 + nb)` into `dw`: `dY (O × nb·P) · unfold(X)ᵀ`.
+fn weight_grad_group(
+    dw: &mut [f32],
+    x: &[f32],
+    dy: &[f32],
+    (i0, nb): (usize, usize),
+    g: &Geom,
+    sc: &mut Scratch,
+    par: Parallelism,
+) {
+    let (k, p, in_len) = (g.k(), g.p(), g.in_len());
+    let cols = nb * p;
+    let xs = &x[i0 * in_len..(i0 + nb) * in_len];
+    let dys = &dy[i0 * g.o * p..(i0 + nb) * g.o * p];
+    let unfolded = unfold_group(xs, nb, g, &mut sc.col);
+    let lhs = gather(dys, nb, g.o, p, &mut sc.out);
+    let lhs = Mat {
+        data: lhs,
+        cs: 1,
+        rs: cols,
+    };
+    // unfold(X)ᵀ (nb·P × K): element (q, k) sits at unfolded[k·cols + q].
+    let rhs = Mat {
+        data: unfolded,
+        cs: cols,
+        rs: 1,
+    };
+    matmul((g.o, k, cols), dw, true, lhs, rhs, par);
+}
+
 /// `dW = Σ_n dY_n · im2col(X_n)ᵀ`.
 pub(super) fn weight_grad(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
-    let (k, p) = (g.k(), g.p());
-    let w_len = g.o * k;
-    let col_len = if g.pointwise() { 0 } else { k * p };
-    if w_len == 0 || p == 0 || g.n == 0 {
+    let w_len = g.o * g.k();
+    if w_len == 0 || g.p() == 0 || g.n == 0 {
         return vec![0f32; w_len];
     }
-    // Adds image i's contribution into `dw`.
-    let image = |dw: &mut [f32], i: usize, col: &mut Vec<f32>, par| {
-        let xi = &x[i * g.in_len()..(i + 1) * g.in_len()];
-        let dyi = &dy[i * g.o * p..(i + 1) * g.o * p];
-        let cols = if g.pointwise() {
-            xi
-        } else {
-            im2col(xi, g, col);
-            &col[..]
-        };
-        // im2col(X)ᵀ (P×K): element (p, k) sits at col[k·P + p].
-        let lhs = Mat {
-            data: dyi,
-            cs: 1,
-            rs: p,
-        };
-        let rhs = Mat {
-            data: cols,
-            cs: p,
-            rs: 1,
-        };
-        matmul((g.o, k, p), dw, true, lhs, rhs, par);
-    };
-    let (across_batch, par) = batch_parallel(g.n);
-    if across_batch {
-        (0..g.n)
+    let plan = Plan::new(g);
+    let groups: Vec<(usize, usize)> = (0..g.n)
+        .step_by(plan.nb)
+        .map(|i0| (i0, plan.nb.min(g.n - i0)))
+        .collect();
+    if plan.across {
+        groups
             .into_par_iter()
             .fold(
-                || (vec![0f32; w_len], vec![0f32; col_len]),
-                |(mut dw, mut col), i| {
-                    image(&mut dw, i, &mut col, par);
-                    (dw, col)
+                || (vec![0f32; w_len], Scratch::new(&plan, g)),
+                |(mut dw, mut sc), grp| {
+                    weight_grad_group(&mut dw, x, dy, grp, g, &mut sc, plan.par);
+                    (dw, sc)
                 },
             )
             .map(|(dw, _)| dw)
@@ -462,9 +596,9 @@ pub(super) fn weight_grad(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
             .unwrap_or_else(|| vec![0f32; w_len])
     } else {
         let mut dw = vec![0f32; w_len];
-        let mut col = vec![0f32; col_len];
-        for i in 0..g.n {
-            image(&mut dw, i, &mut col, par);
+        let mut sc = Scratch::new(&plan, g);
+        for grp in groups {
+            weight_grad_group(&mut dw, x, dy, grp, g, &mut sc, plan.par);
         }
         dw
     }
@@ -696,6 +830,9 @@ mod tests {
         ([1, 2, 11, 10], [3, 2, 3, 3], 2, (0, 0)),
         ([1, 3, 6, 6], [2, 3, 3, 3], 1, (2, 2)),
         ([5, 2, 4, 4], [3, 2, 2, 2], 2, (0, 1)),
+        // Small outputs: several images per GEMM, the last group partial.
+        ([7, 3, 3, 3], [4, 3, 1, 1], 1, (0, 0)),
+        ([7, 2, 5, 5], [3, 2, 3, 3], 2, (1, 1)),
     ];
 
     fn inputs(xd: [usize; 4], wd: [usize; 4]) -> (Tensor, Tensor) {

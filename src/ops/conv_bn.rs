@@ -146,6 +146,41 @@ pub fn conv_affine(
     )
 }
 
+/// `scale · (conv(x, w) + bias)` with a constant `scale`: the scaled residual branch of the
+/// Inception-ResNet blocks (`bias` (O) trainable). The bias and scale are applied to each image's
+/// output right after its GEMM; the backward pass scales the incoming gradient once and sums it
+/// per channel for the bias, with no second convolution.
+pub fn conv_bias_scaled(
+    x: &Tensor,
+    w: &Tensor,
+    bias: &Tensor,
+    scale: f64,
+    stride: usize,
+    padding: (usize, usize),
+) -> Result<Tensor> {
+    let g = Geom::new(x.dims(), w.dims(), stride, padding)?;
+    if bias.dims() != [g.o] {
+        candle_core::bail!(
+            "conv_bias_scaled: {} output channels but bias {:?}",
+            g.o,
+            bias.dims()
+        )
+    }
+    if !([x, w, bias].iter().all(|t| is_cpu_f32(t))) {
+        let y = super::conv2d(x, w, stride, padding)?;
+        return y.broadcast_add(&bias.reshape((1, g.o, 1, 1))?)? * scale;
+    }
+    x.contiguous()?.apply_op3(
+        &w.contiguous()?,
+        &bias.contiguous()?,
+        ConvBiasScaledOp {
+            stride,
+            padding,
+            scale: scale as f32,
+        },
+    )
+}
+
 /// What the training forward keeps for the backward pass.
 #[derive(Debug)]
 struct Saved {
@@ -522,6 +557,95 @@ impl CustomOp3 for ConvAffineOp {
     }
 }
 
+struct ConvBiasScaledOp {
+    stride: usize,
+    padding: (usize, usize),
+    scale: f32,
+}
+
+impl CustomOp3 for ConvBiasScaledOp {
+    fn name(&self) -> &'static str {
+        "candle-face-conv-bias-scaled"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = Geom::new(l1.dims(), l2.dims(), self.stride, self.padding)?;
+        let x = f32_data(s1, l1, self.name())?;
+        let w = f32_data(s2, l2, self.name())?;
+        let bias = f32_data(s3, l3, self.name())?;
+        if bias.len() != g.o {
+            candle_core::bail!("{}: bias does not have {} entries", self.name(), g.o)
+        }
+        let (s, k) = (g.p(), self.scale);
+        let epilogue = move |y: &mut [f32]| {
+            for (plane, &b) in y.chunks_exact_mut(s).zip(bias) {
+                plane.iter_mut().for_each(|v| *v = k * (*v + b));
+            }
+        };
+        let y = conv::forward_with(x, w, &g, Some(&epilogue));
+        Ok((CpuStorage::F32(y), Shape::from((g.n, g.o, g.oh, g.ow))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        bias: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let scaled = (grad * self.scale as f64)?.contiguous()?;
+        let (_, _, h, wd) = x.dims4()?;
+        let (_, _, kh, kw) = w.dims4()?;
+        let (stride, padding) = (self.stride, self.padding);
+        let dx = x
+            .track_op()
+            .then(|| {
+                let op = Conv2dInputGrad {
+                    stride,
+                    padding,
+                    h,
+                    w: wd,
+                };
+                scaled.apply_op2_no_bwd(w, &op)
+            })
+            .transpose()?;
+        let dw = w
+            .track_op()
+            .then(|| {
+                let op = Conv2dWeightGrad {
+                    stride,
+                    padding,
+                    kh,
+                    kw,
+                };
+                x.apply_op2_no_bwd(&scaled, &op)
+            })
+            .transpose()?;
+        let db = bias.track_op().then(|| channel_sums(&scaled)).transpose()?;
+        Ok((dx, dw, db))
+    }
+}
+
+/// Per-channel sums of a contiguous (N, C, H, W) tensor, as a (C) tensor.
+fn channel_sums(t: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = t.dims4()?;
+    let v = t.flatten_all()?.to_vec1::<f32>()?;
+    let per_plane: Vec<f64> = v.par_chunks(h * w).map(|p| sum8(p, |x| x)).collect();
+    let sums: Vec<f32> = (0..c)
+        .map(|ch| (0..n).map(|i| per_plane[i * c + ch]).sum::<f64>() as f32)
+        .collect();
+    Tensor::from_vec(sums, c, t.device())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -700,6 +824,32 @@ mod tests {
                     &format!("relu {relu}: d{name}"),
                 );
             }
+        }
+    }
+
+    #[test]
+    fn scaled_bias_op_equals_conv_plus_bias_times_scale_in_values_and_gradients() {
+        let x = Var::from_tensor(&rand(&[3, 6, 4, 5], 31)).unwrap();
+        let w = Var::from_tensor(&rand(&[4, 6, 1, 1], 32)).unwrap();
+        let b = Var::from_tensor(&rand(&[4], 33)).unwrap();
+        let z = conv_bias_scaled(&x, &w, &b, 0.17, 1, (0, 0)).unwrap();
+        let z2 = ((super::super::conv2d(&x, &w, 1, (0, 0))
+            .unwrap()
+            .broadcast_add(&b.reshape((1, 4, 1, 1)).unwrap())
+            .unwrap())
+            * 0.17)
+            .unwrap();
+        close(&vals(&z), &vals(&z2), 1e-5, "output");
+        let r = rand(z.dims(), 34);
+        let g = (z * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = (z2 * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        for (name, var) in [("x", &x), ("w", &w), ("bias", &b)] {
+            close(
+                &vals(g.get(var).unwrap()),
+                &vals(g2.get(var).unwrap()),
+                1e-4,
+                &format!("d{name}"),
+            );
         }
     }
 

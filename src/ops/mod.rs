@@ -24,7 +24,7 @@ mod maxpool;
 
 pub use batchnorm::{batch_norm_train, update_running_stats};
 pub use conv::conv2d;
-pub use conv_bn::{conv_affine, conv_bn_train, Activation};
+pub use conv_bn::{conv_affine, conv_bias_scaled, conv_bn_train, Activation};
 pub use maxpool::{max_pool2d, relu, relu_max_pool2d};
 
 use candle_core::backend::BackendStorage;
