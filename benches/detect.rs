@@ -20,6 +20,7 @@ fn malloc_fix() {
 
 fn main() {
     malloc_fix();
+    candle_face::pin_thread_count();
     let shared = std::env::var_os("CANDLE_FACE_SHARED")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));

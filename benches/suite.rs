@@ -241,6 +241,7 @@ fn bench_loader() -> Res<()> {
 
 fn main() -> Res<()> {
     candle_face::tune_allocator();
+    candle_face::pin_thread_count();
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))

@@ -2,7 +2,7 @@
 //! Alignment using Multi-task Cascaded Convolutional Networks", 2016) as facenet-pytorch builds
 //! them: per-channel PReLU and PyTorch's `MaxPool2d(..., ceil_mode=True)`.
 
-use candle_core::{DType, Module, Result, Tensor, D};
+use candle_core::{DType, Result, Tensor, D};
 use candle_nn::{Conv2d, Linear, PReLU, VarBuilder};
 
 /// A valid (unpadded) convolution with a bias, loaded from `{name}.weight` / `{name}.bias`.
@@ -54,12 +54,34 @@ pub(crate) fn max_pool_ceil(x: &Tensor, k: usize, s: usize) -> Result<Tensor> {
             Tensor::full(f32::NEG_INFINITY, (n, c, ph, w + pw), x.device())?.to_dtype(x.dtype())?;
         x = Tensor::cat(&[&x, &pad], 2)?;
     }
-    x.max_pool2d_with_stride(k, s)
+    crate::ops::max_pool2d(&x, k, s)
 }
 
-/// Applies `layer` then a per-channel PReLU.
+/// `{conv}.bias` and the per-channel slopes as one (2, O) tensor for
+/// [`crate::ops::conv_bias_prelu`]; slopes of 1 when `act` is `None`.
+fn bias_slopes(conv: &Conv2d, act: Option<&PReLU>) -> Result<Tensor> {
+    let o = conv.weight().dim(0)?;
+    let bias = match conv.bias() {
+        Some(b) => b.clone(),
+        None => Tensor::zeros(o, DType::F32, conv.weight().device())?,
+    };
+    let slopes = match act {
+        Some(a) if a.is_scalar() => a.weight().reshape(())?.broadcast_as(o)?,
+        Some(a) => a.weight().clone(),
+        None => Tensor::ones(o, DType::F32, conv.weight().device())?,
+    };
+    Tensor::stack(&[bias, slopes], 0)
+}
+
+/// Applies `conv` (valid, stride 1, with bias) then a per-channel PReLU, as one convolution
+/// with the bias and PReLU in its epilogue ([`crate::ops::conv_bias_prelu`]).
 pub(crate) fn conv_prelu(x: &Tensor, conv: &Conv2d, act: &PReLU) -> Result<Tensor> {
-    act.forward(&conv.forward(x)?)
+    crate::ops::conv_bias_prelu(x, conv.weight(), &bias_slopes(conv, Some(act))?, 1, (0, 0))
+}
+
+/// Applies `conv` (valid, stride 1, with bias) on the crate's convolution kernel.
+pub(crate) fn conv_bias(x: &Tensor, conv: &Conv2d) -> Result<Tensor> {
+    crate::ops::conv_bias_prelu(x, conv.weight(), &bias_slopes(conv, None)?, 1, (0, 0))
 }
 
 /// facenet-pytorch flattens RNet/ONet features after `permute(0, 3, 2, 1)` (N, W, H, C), the

@@ -2,9 +2,9 @@
 //! builds it: a fully convolutional net that scores every 12×12 window (stride 2) of an image.
 
 use candle_core::{Result, Tensor};
-use candle_nn::{Conv2d, Module, PReLU, VarBuilder};
+use candle_nn::{Conv2d, PReLU, VarBuilder};
 
-use super::layers::{check_input, conv, conv_prelu, max_pool_ceil, prelu};
+use super::layers::{check_input, conv, conv_bias, conv_prelu, max_pool_ceil, prelu};
 
 /// PNet: conv 3→10, PReLU, max-pool 2/2 (ceil), conv 10→16, PReLU, conv 16→32, PReLU, then
 /// `conv4_1` (face/non-face, softmax over channels) and `conv4_2` (box regression).
@@ -47,8 +47,8 @@ impl PNet {
         let x = max_pool_ceil(&x, 2, 2)?;
         let x = conv_prelu(&x, &self.conv2, &self.prelu2)?;
         let x = conv_prelu(&x, &self.conv3, &self.prelu3)?;
-        let prob = candle_nn::ops::softmax(&self.conv4_1.forward(&x)?, 1)?;
-        let reg = self.conv4_2.forward(&x)?;
+        let prob = candle_nn::ops::softmax(&conv_bias(&x, &self.conv4_1)?, 1)?;
+        let reg = conv_bias(&x, &self.conv4_2)?;
         Ok((reg, prob))
     }
 }

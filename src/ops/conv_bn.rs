@@ -181,6 +181,40 @@ pub fn conv_bias_scaled(
     )
 }
 
+/// `prelu(conv(x, w) + bias)` with a per-output-channel PReLU `slope` (PyTorch's
+/// `nn.PReLU(O)`: `max(0, v) + slope·min(0, v)`), for inference (MTCNN): `bs` (2, O) holds the
+/// bias then the slopes, both applied to each image's output right after its GEMM. A slope of 1
+/// gives the plain biased convolution. There is no backward pass: training through it is an
+/// error.
+pub fn conv_bias_prelu(
+    x: &Tensor,
+    w: &Tensor,
+    bs: &Tensor,
+    stride: usize,
+    padding: (usize, usize),
+) -> Result<Tensor> {
+    let g = Geom::new(x.dims(), w.dims(), stride, padding)?;
+    if bs.dims() != [2, g.o] {
+        candle_core::bail!(
+            "conv_bias_prelu: expects bias and slopes as (2, {}), got {:?}",
+            g.o,
+            bs.dims()
+        )
+    }
+    if !([x, w, bs].iter().all(|t| is_cpu_f32(t))) {
+        let o = g.o;
+        let y = super::conv2d(x, w, stride, padding)?
+            .broadcast_add(&bs.get(0)?.reshape((1, o, 1, 1))?)?;
+        let slope = bs.get(1)?.reshape((1, o, 1, 1))?;
+        return y.relu()? + y.minimum(0f32)?.broadcast_mul(&slope)?;
+    }
+    x.contiguous()?.apply_op3(
+        &w.contiguous()?,
+        &bs.contiguous()?,
+        ConvBiasPreluOp { stride, padding },
+    )
+}
+
 /// What the training forward keeps for the backward pass.
 #[derive(Debug)]
 struct Saved {
@@ -646,6 +680,47 @@ fn channel_sums(t: &Tensor) -> Result<Tensor> {
     Tensor::from_vec(sums, c, t.device())
 }
 
+struct ConvBiasPreluOp {
+    stride: usize,
+    padding: (usize, usize),
+}
+
+impl CustomOp3 for ConvBiasPreluOp {
+    fn name(&self) -> &'static str {
+        "candle-face-conv-bias-prelu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = Geom::new(l1.dims(), l2.dims(), self.stride, self.padding)?;
+        let x = f32_data(s1, l1, self.name())?;
+        let w = f32_data(s2, l2, self.name())?;
+        let bs = f32_data(s3, l3, self.name())?;
+        if bs.len() != 2 * g.o {
+            candle_core::bail!("{}: bias/slopes do not have {} entries", self.name(), g.o)
+        }
+        let (c, s) = (g.o, g.p());
+        let epilogue = move |y: &mut [f32]| {
+            for (ch, plane) in y.chunks_exact_mut(s).enumerate() {
+                let (b, a) = (bs[ch], bs[c + ch]);
+                plane.iter_mut().for_each(|v| {
+                    let t = *v + b;
+                    *v = if t < 0.0 { a * t } else { t };
+                });
+            }
+        };
+        let y = conv::forward_with(x, w, &g, Some(&epilogue));
+        Ok((CpuStorage::F32(y), Shape::from((g.n, g.o, g.oh, g.ow))))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -851,6 +926,40 @@ mod tests {
                 &format!("d{name}"),
             );
         }
+    }
+
+    #[test]
+    fn bias_prelu_op_equals_conv_plus_bias_then_prelu() {
+        let x = rand(&[2, 3, 9, 8], 41);
+        let w = rand(&[5, 3, 3, 3], 42);
+        let bias = rand(&[5], 43);
+        // Slopes of both signs, zero and one (the plain biased convolution).
+        let slope = Tensor::new(&[0.25f32, -0.5, 0.0, 1.0, 2.0], &Device::Cpu).unwrap();
+        let bs = Tensor::stack(&[&bias, &slope], 0).unwrap();
+        let got = conv_bias_prelu(&x, &w, &bs, 2, (1, 0)).unwrap();
+        let y = super::super::conv2d(&x, &w, 2, (1, 0)).unwrap();
+        let (dims, yv) = (y.dims().to_vec(), vals(&y));
+        let (bv, sv) = (vals(&bias), vals(&slope));
+        let plane = dims[2] * dims[3];
+        let want: Vec<f32> = yv
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let ch = (i / plane) % 5;
+                let t = v + bv[ch];
+                t.max(0.0) + sv[ch] * t.min(0.0)
+            })
+            .collect();
+        assert_eq!(got.dims(), &dims[..]);
+        close(&vals(&got), &want, 1e-6, "conv + bias + prelu");
+        let nn = candle_nn::PReLU::new(slope.clone(), false);
+        let via_nn = candle_core::Module::forward(
+            &nn,
+            &y.broadcast_add(&bias.reshape((1, 5, 1, 1)).unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        close(&vals(&got), &vals(&via_nn), 1e-6, "vs candle-nn PReLU");
     }
 
     #[test]

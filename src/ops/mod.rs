@@ -24,7 +24,7 @@ mod maxpool;
 
 pub use batchnorm::{batch_norm_train, update_running_stats};
 pub use conv::conv2d;
-pub use conv_bn::{conv_affine, conv_bias_scaled, conv_bn_train, Activation};
+pub use conv_bn::{conv_affine, conv_bias_prelu, conv_bias_scaled, conv_bn_train, Activation};
 pub use maxpool::{max_pool2d, relu, relu_max_pool2d};
 
 use candle_core::backend::BackendStorage;
@@ -47,7 +47,10 @@ fn is_cpu_f32(t: &candle_core::Tensor) -> bool {
     t.device().is_cpu() && t.dtype() == candle_core::DType::F32
 }
 
-/// Number of threads the ops use (candle's own setting: `RAYON_NUM_THREADS` or the core count).
+/// Number of threads the ops spread work over: the size of the rayon pool they run in.
+///
+/// Not `candle_core::utils::get_num_threads()`: without `RAYON_NUM_THREADS` that re-reads
+/// `/proc/cpuinfo` on every call (about 1200 times per MTCNN detection).
 fn num_threads() -> usize {
-    candle_core::utils::get_num_threads().max(1)
+    rayon::current_num_threads().max(1)
 }
