@@ -16,6 +16,7 @@
 //! clamping (a box wholly outside the image) and then mis-pairs the remaining boxes with the
 //! network outputs; here such candidates are dropped.
 
+use rayon::prelude::*;
 use std::path::Path;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
@@ -308,11 +309,18 @@ impl Mtcnn {
         // Stage 1: PNet over the pyramid.
         let scales = cfg.scales(fimg.width, fimg.height);
         let mut all = Vec::new();
-        for &scale in &scales {
-            let hs = (fimg.height as f64 * scale + 1.0) as usize;
-            let ws = (fimg.width as f64 * scale + 1.0) as usize;
-            let mut buf = Vec::new();
-            fimg.resize_area_full(ws, hs).push_normalized_chw(&mut buf);
+        // The pyramid levels are independent: resample them all at once, in parallel.
+        let levels: Vec<(usize, usize, Vec<f32>)> = scales
+            .par_iter()
+            .map(|&scale| {
+                let hs = (fimg.height as f64 * scale + 1.0) as usize;
+                let ws = (fimg.width as f64 * scale + 1.0) as usize;
+                let mut buf = Vec::new();
+                fimg.resize_area_full(ws, hs).push_normalized_chw(&mut buf);
+                (hs, ws, buf)
+            })
+            .collect();
+        for (&scale, (hs, ws, buf)) in scales.iter().zip(levels) {
             let x = Tensor::from_vec(buf, (1, 3, hs, ws), &self.device)?;
             let (reg, prob) = self.pnet.forward(&x)?;
             let cands = proposals(&reg, &prob, scale as f32, cfg.thresholds[0])?;
@@ -498,19 +506,30 @@ fn rerec(b: [f32; 4]) -> [f32; 4] {
 /// and normalized, concatenated NCHW. Returns the indices of the non-empty crops and the data.
 fn crops(img: &FloatImage, cands: &[Cand], size: usize) -> (Vec<usize>, Vec<f32>) {
     let (w, h) = (img.width as i64, img.height as i64);
+    // Each crop on its own (in parallel), then concatenated in candidate order.
+    let per: Vec<Option<Vec<f32>>> = cands
+        .par_iter()
+        .map(|c| {
+            let t = |v: f32| v.trunc() as i64;
+            let x = t(c.b[0]).max(1);
+            let y = t(c.b[1]).max(1);
+            let ex = t(c.b[2]).min(w);
+            let ey = t(c.b[3]).min(h);
+            (ey > y - 1 && ex > x - 1).then(|| {
+                let (x0, y0) = ((x - 1) as usize, (y - 1) as usize);
+                let (cw, ch) = ((ex - x + 1) as usize, (ey - y + 1) as usize);
+                let mut v = Vec::with_capacity(3 * size * size);
+                img.resize_area(x0, y0, cw, ch, size, size)
+                    .push_normalized_chw(&mut v);
+                v
+            })
+        })
+        .collect();
     let mut kept = Vec::new();
     let mut data = Vec::with_capacity(cands.len() * 3 * size * size);
-    for (i, c) in cands.iter().enumerate() {
-        let t = |v: f32| v.trunc() as i64;
-        let x = t(c.b[0]).max(1);
-        let y = t(c.b[1]).max(1);
-        let ex = t(c.b[2]).min(w);
-        let ey = t(c.b[3]).min(h);
-        if ey > y - 1 && ex > x - 1 {
-            let (x0, y0) = ((x - 1) as usize, (y - 1) as usize);
-            let (cw, ch) = ((ex - x + 1) as usize, (ey - y + 1) as usize);
-            img.resize_area(x0, y0, cw, ch, size, size)
-                .push_normalized_chw(&mut data);
+    for (i, v) in per.into_iter().enumerate() {
+        if let Some(v) = v {
+            data.extend_from_slice(&v);
             kept.push(i);
         }
     }

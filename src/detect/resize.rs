@@ -44,26 +44,52 @@ impl FloatImage {
         let c = self.channels;
         let xs: Vec<(usize, usize)> = (0..out_w).map(|i| window(i, out_w, w)).collect();
         let mut data = vec![0f32; out_w * out_h * c];
-        let mut sum = vec![0f32; c];
-        for oy in 0..out_h {
+        // One output row; sums in the same order as PyTorch (rows, then columns), so the values
+        // are identical whatever the threading.
+        let row_job = |oy: usize, out: &mut [f32]| {
             let (ya, yb) = window(oy, out_h, h);
-            for (ox, &(xa, xb)) in xs.iter().enumerate() {
-                sum.iter_mut().for_each(|s| *s = 0.0);
-                for y in ya..yb {
-                    let row = ((y0 + y) * self.width + x0) * c;
-                    for x in xa..xb {
-                        let p = &self.data[row + x * c..row + x * c + c];
-                        for (s, &v) in sum.iter_mut().zip(p) {
-                            *s += v;
+            let kh = (yb - ya) as f32;
+            for (&(xa, xb), d) in xs.iter().zip(out.chunks_exact_mut(c)) {
+                let kw = (xb - xa) as f32;
+                if c == 3 {
+                    let mut s = [0f32; 3];
+                    for y in ya..yb {
+                        let row = ((y0 + y) * self.width + x0) * 3;
+                        for p in self.data[row + xa * 3..row + xb * 3].chunks_exact(3) {
+                            s[0] += p[0];
+                            s[1] += p[1];
+                            s[2] += p[2];
                         }
                     }
-                }
-                let (kh, kw) = ((yb - ya) as f32, (xb - xa) as f32);
-                let o = (oy * out_w + ox) * c;
-                for (d, s) in data[o..o + c].iter_mut().zip(&sum) {
-                    *d = s / kh / kw;
+                    for (d, s) in d.iter_mut().zip(s) {
+                        *d = s / kh / kw;
+                    }
+                } else {
+                    d.iter_mut().for_each(|v| *v = 0.0);
+                    for y in ya..yb {
+                        let row = ((y0 + y) * self.width + x0) * c;
+                        for p in self.data[row + xa * c..row + xb * c].chunks_exact(c) {
+                            for (s, &v) in d.iter_mut().zip(p) {
+                                *s += v;
+                            }
+                        }
+                    }
+                    d.iter_mut().for_each(|v| *v = *v / kh / kw);
                 }
             }
+        };
+        let row_len = (out_w * c).max(1);
+        // Parallel rows only when there is enough work to pay for it (pyramid levels, not the
+        // 24×24 / 48×48 crops, which the caller spreads over threads itself).
+        if (w * h) >= 1 << 16 && out_h > 1 {
+            use rayon::prelude::*;
+            data.par_chunks_mut(row_len)
+                .enumerate()
+                .for_each(|(oy, out)| row_job(oy, out));
+        } else {
+            data.chunks_mut(row_len)
+                .enumerate()
+                .for_each(|(oy, out)| row_job(oy, out));
         }
         FloatImage {
             width: out_w,

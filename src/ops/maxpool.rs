@@ -100,6 +100,25 @@ impl PoolGeom {
         }
         best
     }
+
+    /// The value [`argmax`](Self::argmax) returns, without tracking the index (the forward
+    /// pass): the first maximum, or NaN when the window holds one; branch-free inner loop.
+    #[inline]
+    fn window_max(&self, plane: &[f32], i: usize, j: usize) -> f32 {
+        let (r0, c0) = (i * self.stride, j * self.stride);
+        let (mut m, mut nan) = (f32::NEG_INFINITY, false);
+        for r in r0..r0 + self.kernel {
+            for &v in &plane[r * self.w + c0..r * self.w + c0 + self.kernel] {
+                nan |= v.is_nan();
+                m = if v > m { v } else { m };
+            }
+        }
+        if nan {
+            f32::NAN
+        } else {
+            m
+        }
+    }
 }
 
 /// ReLU that keeps NaN (like PyTorch), unlike `f32::max`.
@@ -230,7 +249,7 @@ impl CustomOp1 for MaxPoolOp {
                     }
                     for i in 0..g.oh {
                         for j in 0..g.ow {
-                            let m = g.argmax(plane, i, j).1;
+                            let m = g.window_max(plane, i, j);
                             out[i * g.ow + j] = if self.fuse_relu { relu1(m) } else { m };
                         }
                     }
@@ -454,6 +473,29 @@ mod tests {
             let want: [bool; 4] = std::array::from_fn(|k| k == idx);
             assert_eq!(mask, want, "{w:?}");
             assert!(same(mm, m), "{w:?}");
+            // The forward's index-free maximum: the same value, signed zeros included.
+            let wm = g.window_max(&w, 0, 0);
+            assert!(
+                same(wm, m) && (m.is_nan() || wm.to_bits() == m.to_bits()),
+                "{w:?}"
+            );
+        }
+        // 3×3 windows (the pools of Inception-ResNet and MTCNN), drawn pseudo-randomly.
+        let g3 = PoolGeom::new(3, 3, 3, 2).unwrap();
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        for _ in 0..20_000 {
+            let w: [f32; 9] = std::array::from_fn(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                vals[(state % 8) as usize]
+            });
+            let (_, m) = g3.argmax(&w, 0, 0);
+            let wm = g3.window_max(&w, 0, 0);
+            assert!(
+                same(wm, m) && (m.is_nan() || wm.to_bits() == m.to_bits()),
+                "{w:?}"
+            );
         }
     }
 
