@@ -280,13 +280,29 @@ fn matmul(
         )
     }
 }
-
 /// Work applied to each image's output `(O, oh·ow)` right after its GEMM, while it is in cache.
 pub(super) type Epilogue<'a> = Option<&'a (dyn Fn(&mut [f32]) + Sync)>;
 
 /// Output columns the GEMMs aim for: images whose outputs are smaller (late layers, 8×8 or
 /// 3×3) are processed several at a time as one wider GEMM, so the micro-kernel's panels fill.
 const GEMM_COLUMNS: usize = 192;
+
+/// Smallest GEMM (in flops) worth splitting across threads; `CANDLE_FACE_PAR_MIN_FLOPS`
+/// overrides it (for tuning on other machines).
+fn par_min_flops() -> usize {
+    static MIN: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MIN.get_or_init(|| {
+        std::env::var("CANDLE_FACE_PAR_MIN_FLOPS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(PAR_MIN_FLOPS)
+    })
+}
+
+/// Default of [`par_min_flops`], measured on the project's machine: at batch 1 on 2 threads,
+/// splitting GEMMs below this made both models slower (compact64 1.23 → 1.9 ms when every
+/// GEMM was split); only the largest early-layer products of InceptionResnetV1 gain.
+const PAR_MIN_FLOPS: usize = 64_000_000;
 
 /// How the batch is cut and run: `nb` images per GEMM; groups spread over threads (each GEMM
 /// single-threaded) when there are enough of them, else the GEMMs themselves run in parallel.
@@ -310,10 +326,13 @@ impl Plan {
                 par: Parallelism::None,
             }
         } else {
+            // Too few images to spread: split each GEMM, when it is big enough to pay for the
+            // threads' fork and join (small ones run faster on one thread: batch-1 latency).
+            let flops = 2 * g.o * g.k() * nb * g.p();
             Self {
                 nb,
                 across: false,
-                par: if nt > 1 {
+                par: if nt > 1 && flops >= par_min_flops() {
                     Parallelism::Rayon(nt)
                 } else {
                     Parallelism::None
