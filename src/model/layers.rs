@@ -256,6 +256,19 @@ mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
     #[test]
     fn folded_conv_bn_equals_conv_then_bn() {
         let dev = Device::Cpu;
@@ -280,16 +293,7 @@ mod tests {
         let bn = BatchNorm2d::new(5, 1e-3, 0.1, vb.pp("bn")).unwrap();
         let want = bn.forward_t(&conv.forward(&x).unwrap(), false).unwrap();
         let got = bn.conv_bn(&conv, &x, false).unwrap();
-        let err = (want - got)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let err = max_abs_diff(&want, &got);
         assert!(err < 1e-4, "max abs difference {err}");
 
         // The same parameters loaded as plain tensors (a model folder): the scale and shift are
@@ -318,16 +322,7 @@ mod tests {
             };
             let got = bn.conv_bn_act(&conv, &x, false, act).unwrap();
             assert_eq!(got.dims(), want.dims());
-            let err = (want - got)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let err = max_abs_diff(&want, &got);
             assert!(err < 1e-4, "{act:?}: max abs difference {err}");
         }
     }

@@ -159,6 +159,32 @@ pub(super) fn channel_stats(
     (mean, var_biased, invstd)
 }
 
+/// BatchNorm's closed-form backward per channel from `sums[ch] = (Σg, Σg·(x − μ))` over the
+/// channel's `m` values: the coefficients `(k1, k2, k3)` of `dx = k1·g + k2·(x − μ) + k3`, with
+/// `dγ` written to `dgb[ch]` and `dβ` to `dgb[C + ch]`.
+pub(super) fn backward_coefficients(
+    sums: &[(f64, f64)],
+    invstd: &[f32],
+    gamma: &[f32],
+    m: f64,
+    dgb: &mut [f32],
+) -> Vec<(f32, f32, f32)> {
+    let c = sums.len();
+    (0..c)
+        .map(|ch| {
+            let (sg, sgx) = sums[ch];
+            let is = invstd[ch] as f64;
+            let dgamma = sgx * is;
+            let k1 = gamma[ch] as f64 * is;
+            let k2 = -k1 * is * dgamma / m;
+            let k3 = -k1 * sg / m;
+            dgb[ch] = dgamma as f32;
+            dgb[c + ch] = sg as f32;
+            (k1 as f32, k2 as f32, k3 as f32)
+        })
+        .collect()
+}
+
 /// Sum of a slice with 8 independent accumulators (vectorizable), in f64 at the end.
 #[inline]
 pub(super) fn sum8(v: &[f32], f: impl Fn(f32) -> f32) -> f64 {
@@ -317,20 +343,7 @@ impl CustomOp3 for BatchNormGrad {
             .collect();
         let mut out = vec![0f32; x.len() + 2 * c];
         let (dx, dgb) = out.split_at_mut(x.len());
-        // dx = k1·g + k2·(x − μ) + k3 per channel.
-        let coef: Vec<(f32, f32, f32)> = (0..c)
-            .map(|ch| {
-                let (sg, sgx) = sums[ch];
-                let is = invstd[ch] as f64;
-                let dgamma = sgx * is;
-                let k1 = gamma[ch] as f64 * is;
-                let k2 = -k1 * is * dgamma / m;
-                let k3 = -k1 * sg / m;
-                dgb[ch] = dgamma as f32;
-                dgb[c + ch] = sg as f32;
-                (k1 as f32, k2 as f32, k3 as f32)
-            })
-            .collect();
+        let coef = backward_coefficients(&sums, invstd, gamma, m, dgb);
         dx.par_chunks_mut(s)
             .zip(x.par_chunks(s).zip(g.par_chunks(s)))
             .enumerate()

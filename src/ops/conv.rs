@@ -655,42 +655,55 @@ impl CustomOp2 for Conv2dOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.contiguous()?;
-        let (_, _, h, wd) = x.dims4()?;
-        let (_, _, kh, kw) = w.dims4()?;
-        let (stride, padding) = (self.stride, self.padding);
-        let dx = if x.track_op() {
+        conv_grads(x, w, grad, self.stride, self.padding)
+    }
+}
+
+/// The gradients of a convolution of `x` by `w` given the gradient of its output: `dX` (when
+/// `x` takes part in autograd) and `dW` (when `w` does), as two custom ops.
+pub(super) fn conv_grads(
+    x: &Tensor,
+    w: &Tensor,
+    grad: &Tensor,
+    stride: usize,
+    padding: (usize, usize),
+) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    let grad = grad.contiguous()?;
+    let (_, _, h, wd) = x.dims4()?;
+    let (_, _, kh, kw) = w.dims4()?;
+    let dx = x
+        .track_op()
+        .then(|| {
             let op = Conv2dInputGrad {
                 stride,
                 padding,
                 h,
                 w: wd,
             };
-            Some(grad.apply_op2_no_bwd(w, &op)?)
-        } else {
-            None
-        };
-        let dw = if w.track_op() {
+            grad.apply_op2_no_bwd(w, &op)
+        })
+        .transpose()?;
+    let dw = w
+        .track_op()
+        .then(|| {
             let op = Conv2dWeightGrad {
                 stride,
                 padding,
                 kh,
                 kw,
             };
-            Some(x.apply_op2_no_bwd(&grad, &op)?)
-        } else {
-            None
-        };
-        Ok((dx, dw))
-    }
+            x.apply_op2_no_bwd(&grad, &op)
+        })
+        .transpose()?;
+    Ok((dx, dw))
 }
 
 /// Input gradient of [`Conv2dOp`]: `(dY, W) → dX`.
-pub(super) struct Conv2dInputGrad {
-    pub(super) stride: usize,
-    pub(super) padding: (usize, usize),
-    pub(super) h: usize,
-    pub(super) w: usize,
+struct Conv2dInputGrad {
+    stride: usize,
+    padding: (usize, usize),
+    h: usize,
+    w: usize,
 }
 
 impl CustomOp2 for Conv2dInputGrad {
@@ -728,11 +741,11 @@ impl CustomOp2 for Conv2dInputGrad {
 }
 
 /// Weight gradient of [`Conv2dOp`]: `(X, dY) → dW`.
-pub(super) struct Conv2dWeightGrad {
-    pub(super) stride: usize,
-    pub(super) padding: (usize, usize),
-    pub(super) kh: usize,
-    pub(super) kw: usize,
+struct Conv2dWeightGrad {
+    stride: usize,
+    padding: (usize, usize),
+    kh: usize,
+    kw: usize,
 }
 
 impl CustomOp2 for Conv2dWeightGrad {

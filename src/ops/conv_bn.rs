@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::batchnorm::{channel_stats, sum8, sum8_2};
-use super::conv::{self, Conv2dInputGrad, Conv2dWeightGrad, Geom};
+use super::batchnorm::{backward_coefficients, channel_stats, sum8, sum8_2};
+use super::conv::{self, Geom};
 use super::maxpool::{pool2x2_grad_plane, pool2x2_plane, relu1, PoolGeom};
 use super::{f32_data, is_cpu_f32};
 
@@ -138,10 +138,10 @@ pub fn conv_affine(
     x.contiguous()?.apply_op3(
         &w.contiguous()?,
         &ss.contiguous()?,
-        ConvAffineOp {
+        ConvEpilogueOp {
             stride,
             padding,
-            relu,
+            epilogue: Epilogue::Affine { relu },
         },
     )
 }
@@ -173,10 +173,12 @@ pub fn conv_bias_scaled(
     x.contiguous()?.apply_op3(
         &w.contiguous()?,
         &bias.contiguous()?,
-        ConvBiasScaledOp {
+        ConvEpilogueOp {
             stride,
             padding,
-            scale: scale as f32,
+            epilogue: Epilogue::BiasScaled {
+                scale: scale as f32,
+            },
         },
     )
 }
@@ -211,7 +213,11 @@ pub fn conv_bias_prelu(
     x.contiguous()?.apply_op3(
         &w.contiguous()?,
         &bs.contiguous()?,
-        ConvBiasPreluOp { stride, padding },
+        ConvEpilogueOp {
+            stride,
+            padding,
+            epilogue: Epilogue::BiasPrelu,
+        },
     )
 }
 
@@ -448,25 +454,18 @@ impl CustomOp3 for ConvBnTrainGrad {
                 },
             )
             .collect();
-        let m = (n * s) as f64;
-        let mut dgb = vec![0f32; 2 * c];
-        let coef: Vec<(f32, f32, f32)> = (0..c)
+        // Per channel over the images.
+        let per_channel: Vec<(f64, f64)> = (0..c)
             .map(|ch| {
-                let (mut sg, mut sgy) = (0f64, 0f64);
-                for img in 0..n {
-                    sg += sums[img * c + ch].0;
-                    sgy += sums[img * c + ch].1;
-                }
-                let is = sv.invstd[ch] as f64;
-                let dgamma = sgy * is;
-                let k1 = sv.gamma[ch] as f64 * is;
-                let k2 = -k1 * is * dgamma / m;
-                let k3 = -k1 * sg / m;
-                dgb[ch] = dgamma as f32;
-                dgb[c + ch] = sg as f32;
-                (k1 as f32, k2 as f32, k3 as f32)
+                (0..n).fold((0.0, 0.0), |(a, b), img| {
+                    let (sg, sgy) = sums[img * c + ch];
+                    (a + sg, b + sgy)
+                })
             })
             .collect();
+        let mut dgb = vec![0f32; 2 * c];
+        let m = (n * s) as f64;
+        let coef = backward_coefficients(&per_channel, &sv.invstd, &sv.gamma, m, &mut dgb);
         // BatchNorm's input gradient, in place: dy ← k1·dy + k2·(y − μ) + k3.
         dy.par_chunks_mut(s)
             .zip(sv.y.par_chunks(s))
@@ -492,15 +491,67 @@ impl CustomOp3 for ConvBnTrainGrad {
     }
 }
 
-struct ConvAffineOp {
-    stride: usize,
-    padding: (usize, usize),
-    relu: bool,
+/// What the inference epilogue of [`ConvEpilogueOp`] does to an output value `v` of channel
+/// `o`, with the op's parameter tensor `p` (third input).
+#[derive(Debug, Clone, Copy)]
+enum Epilogue {
+    /// `v·p[0][o] + p[1][o]`, then ReLU if `relu`: a folded BatchNorm ([`conv_affine`]).
+    Affine { relu: bool },
+    /// `scale·(v + p[o])` ([`conv_bias_scaled`]).
+    BiasScaled { scale: f32 },
+    /// PReLU of `v + p[0][o]` with slope `p[1][o]` ([`conv_bias_prelu`]).
+    BiasPrelu,
 }
 
-impl CustomOp3 for ConvAffineOp {
+impl Epilogue {
+    /// Rows of the parameter tensor.
+    fn param_rows(self) -> usize {
+        match self {
+            Epilogue::BiasScaled { .. } => 1,
+            _ => 2,
+        }
+    }
+
+    /// Applies the epilogue to one image's output `y` (O planes of `s` values).
+    fn apply(self, y: &mut [f32], p: &[f32], s: usize) {
+        let c = y.len() / s.max(1);
+        for (ch, plane) in y.chunks_exact_mut(s).enumerate() {
+            match self {
+                Epilogue::Affine { relu } => {
+                    let (a, b) = (p[ch], p[c + ch]);
+                    if relu {
+                        plane.iter_mut().for_each(|v| *v = relu1(a * *v + b));
+                    } else {
+                        plane.iter_mut().for_each(|v| *v = a * *v + b);
+                    }
+                }
+                Epilogue::BiasScaled { scale } => {
+                    let b = p[ch];
+                    plane.iter_mut().for_each(|v| *v = scale * (*v + b));
+                }
+                Epilogue::BiasPrelu => {
+                    let (b, a) = (p[ch], p[c + ch]);
+                    plane.iter_mut().for_each(|v| {
+                        let t = *v + b;
+                        *v = if t < 0.0 { a * t } else { t };
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// A convolution whose per-channel [`Epilogue`] runs on each image's output right after its
+/// GEMM: `(x, w, params) → y`.
+struct ConvEpilogueOp {
+    stride: usize,
+    padding: (usize, usize),
+    epilogue: Epilogue,
+}
+
+impl CustomOp3 for ConvEpilogueOp {
     fn name(&self) -> &'static str {
-        "candle-face-conv-affine"
+        "candle-face-conv-epilogue"
     }
 
     fn cpu_fwd(
@@ -515,22 +566,18 @@ impl CustomOp3 for ConvAffineOp {
         let g = Geom::new(l1.dims(), l2.dims(), self.stride, self.padding)?;
         let x = f32_data(s1, l1, self.name())?;
         let w = f32_data(s2, l2, self.name())?;
-        let ss = f32_data(s3, l3, self.name())?;
-        if ss.len() != 2 * g.o {
-            candle_core::bail!("{}: scale/shift do not have {} entries", self.name(), g.o)
+        let p = f32_data(s3, l3, self.name())?;
+        if p.len() != self.epilogue.param_rows() * g.o {
+            candle_core::bail!(
+                "{}: {} parameters for {} channels",
+                self.name(),
+                p.len(),
+                g.o
+            )
         }
-        let (c, s, relu) = (g.o, g.p(), self.relu);
-        let epilogue = move |y: &mut [f32]| {
-            for (ch, plane) in y.chunks_exact_mut(s).enumerate() {
-                let (a, b) = (ss[ch], ss[c + ch]);
-                if relu {
-                    plane.iter_mut().for_each(|v| *v = relu1(a * *v + b));
-                } else {
-                    plane.iter_mut().for_each(|v| *v = a * *v + b);
-                }
-            }
-        };
-        let y = conv::forward_with(x, w, &g, Some(&epilogue));
+        let (s, epilogue) = (g.p(), self.epilogue);
+        let apply = move |y: &mut [f32]| epilogue.apply(y, p, s);
+        let y = conv::forward_with(x, w, &g, Some(&apply));
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.o, g.oh, g.ow))))
     }
 
@@ -538,134 +585,42 @@ impl CustomOp3 for ConvAffineOp {
         &self,
         x: &Tensor,
         w: &Tensor,
-        ss: &Tensor,
+        p: &Tensor,
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let o = ss.dim(1)?;
-        let grad = if self.relu {
-            (grad * res.gt(0.0)?.to_dtype(DType::F32)?)?
-        } else {
-            grad.clone()
-        };
-        let scaled = grad
-            .broadcast_mul(&ss.get(0)?.reshape((1, o, 1, 1))?)?
-            .contiguous()?;
-        let (_, _, h, wd) = x.dims4()?;
-        let (_, _, kh, kw) = w.dims4()?;
         let (stride, padding) = (self.stride, self.padding);
-        let dx = x
-            .track_op()
-            .then(|| {
-                let op = Conv2dInputGrad {
-                    stride,
-                    padding,
-                    h,
-                    w: wd,
+        match self.epilogue {
+            Epilogue::Affine { relu } => {
+                let o = p.dim(1)?;
+                let grad = if relu {
+                    (grad * res.gt(0.0)?.to_dtype(DType::F32)?)?
+                } else {
+                    grad.clone()
                 };
-                scaled.apply_op2_no_bwd(w, &op)
-            })
-            .transpose()?;
-        let dw = w
-            .track_op()
-            .then(|| {
-                let op = Conv2dWeightGrad {
-                    stride,
-                    padding,
-                    kh,
-                    kw,
-                };
-                x.apply_op2_no_bwd(&scaled, &op)
-            })
-            .transpose()?;
-        let dss = ss
-            .track_op()
-            .then(|| {
-                let conv = super::conv2d(&x.detach(), &w.detach(), stride, padding)?;
-                let dscale = (&grad * conv)?.sum((0, 2, 3))?;
-                let dshift = grad.sum((0, 2, 3))?;
-                Tensor::stack(&[dscale, dshift], 0)
-            })
-            .transpose()?;
-        Ok((dx, dw, dss))
-    }
-}
-
-struct ConvBiasScaledOp {
-    stride: usize,
-    padding: (usize, usize),
-    scale: f32,
-}
-
-impl CustomOp3 for ConvBiasScaledOp {
-    fn name(&self) -> &'static str {
-        "candle-face-conv-bias-scaled"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let g = Geom::new(l1.dims(), l2.dims(), self.stride, self.padding)?;
-        let x = f32_data(s1, l1, self.name())?;
-        let w = f32_data(s2, l2, self.name())?;
-        let bias = f32_data(s3, l3, self.name())?;
-        if bias.len() != g.o {
-            candle_core::bail!("{}: bias does not have {} entries", self.name(), g.o)
-        }
-        let (s, k) = (g.p(), self.scale);
-        let epilogue = move |y: &mut [f32]| {
-            for (plane, &b) in y.chunks_exact_mut(s).zip(bias) {
-                plane.iter_mut().for_each(|v| *v = k * (*v + b));
+                let scaled = grad.broadcast_mul(&p.get(0)?.reshape((1, o, 1, 1))?)?;
+                let (dx, dw) = conv::conv_grads(x, w, &scaled, stride, padding)?;
+                let dp = p
+                    .track_op()
+                    .then(|| {
+                        let conv = super::conv2d(&x.detach(), &w.detach(), stride, padding)?;
+                        let dscale = (&grad * conv)?.sum((0, 2, 3))?;
+                        let dshift = grad.sum((0, 2, 3))?;
+                        Tensor::stack(&[dscale, dshift], 0)
+                    })
+                    .transpose()?;
+                Ok((dx, dw, dp))
             }
-        };
-        let y = conv::forward_with(x, w, &g, Some(&epilogue));
-        Ok((CpuStorage::F32(y), Shape::from((g.n, g.o, g.oh, g.ow))))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        bias: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let scaled = (grad * self.scale as f64)?.contiguous()?;
-        let (_, _, h, wd) = x.dims4()?;
-        let (_, _, kh, kw) = w.dims4()?;
-        let (stride, padding) = (self.stride, self.padding);
-        let dx = x
-            .track_op()
-            .then(|| {
-                let op = Conv2dInputGrad {
-                    stride,
-                    padding,
-                    h,
-                    w: wd,
-                };
-                scaled.apply_op2_no_bwd(w, &op)
-            })
-            .transpose()?;
-        let dw = w
-            .track_op()
-            .then(|| {
-                let op = Conv2dWeightGrad {
-                    stride,
-                    padding,
-                    kh,
-                    kw,
-                };
-                x.apply_op2_no_bwd(&scaled, &op)
-            })
-            .transpose()?;
-        let db = bias.track_op().then(|| channel_sums(&scaled)).transpose()?;
-        Ok((dx, dw, db))
+            Epilogue::BiasScaled { scale } => {
+                let scaled = (grad * scale as f64)?.contiguous()?;
+                let (dx, dw) = conv::conv_grads(x, w, &scaled, stride, padding)?;
+                let db = p.track_op().then(|| channel_sums(&scaled)).transpose()?;
+                Ok((dx, dw, db))
+            }
+            Epilogue::BiasPrelu => {
+                candle_core::bail!("conv_bias_prelu: inference only, no backward pass")
+            }
+        }
     }
 }
 
@@ -678,47 +633,6 @@ fn channel_sums(t: &Tensor) -> Result<Tensor> {
         .map(|ch| (0..n).map(|i| per_plane[i * c + ch]).sum::<f64>() as f32)
         .collect();
     Tensor::from_vec(sums, c, t.device())
-}
-
-struct ConvBiasPreluOp {
-    stride: usize,
-    padding: (usize, usize),
-}
-
-impl CustomOp3 for ConvBiasPreluOp {
-    fn name(&self) -> &'static str {
-        "candle-face-conv-bias-prelu"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let g = Geom::new(l1.dims(), l2.dims(), self.stride, self.padding)?;
-        let x = f32_data(s1, l1, self.name())?;
-        let w = f32_data(s2, l2, self.name())?;
-        let bs = f32_data(s3, l3, self.name())?;
-        if bs.len() != 2 * g.o {
-            candle_core::bail!("{}: bias/slopes do not have {} entries", self.name(), g.o)
-        }
-        let (c, s) = (g.o, g.p());
-        let epilogue = move |y: &mut [f32]| {
-            for (ch, plane) in y.chunks_exact_mut(s).enumerate() {
-                let (b, a) = (bs[ch], bs[c + ch]);
-                plane.iter_mut().for_each(|v| {
-                    let t = *v + b;
-                    *v = if t < 0.0 { a * t } else { t };
-                });
-            }
-        };
-        let y = conv::forward_with(x, w, &g, Some(&epilogue));
-        Ok((CpuStorage::F32(y), Shape::from((g.n, g.o, g.oh, g.ow))))
-    }
 }
 
 #[cfg(test)]
