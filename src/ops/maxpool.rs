@@ -239,21 +239,26 @@ impl CustomOp1 for MaxPoolOp {
         let g = PoolGeom::new(h, w, self.kernel, self.stride)?;
         let x = f32_data(s, l, self.name())?;
         let mut y = vec![0f32; n * c * g.oh * g.ow];
-        if !y.is_empty() {
+        let job = |(out, plane): (&mut [f32], &[f32])| {
+            if g.kernel == 2 && g.stride == 2 {
+                pool2x2_plane(plane, out, &g, self.fuse_relu);
+                return;
+            }
+            for i in 0..g.oh {
+                for j in 0..g.ow {
+                    let m = g.window_max(plane, i, j);
+                    out[i * g.ow + j] = if self.fuse_relu { relu1(m) } else { m };
+                }
+            }
+        };
+        if x.len() < CHUNK {
+            // Small inputs (batch-1 inference): handing them to the thread pool costs more than
+            // the pooling itself.
+            y.chunks_mut(g.oh * g.ow).zip(x.chunks(h * w)).for_each(job);
+        } else if !y.is_empty() {
             y.par_chunks_mut(g.oh * g.ow)
                 .zip(x.par_chunks(h * w))
-                .for_each(|(out, plane)| {
-                    if g.kernel == 2 && g.stride == 2 {
-                        pool2x2_plane(plane, out, &g, self.fuse_relu);
-                        return;
-                    }
-                    for i in 0..g.oh {
-                        for j in 0..g.ow {
-                            let m = g.window_max(plane, i, j);
-                            out[i * g.ow + j] = if self.fuse_relu { relu1(m) } else { m };
-                        }
-                    }
-                });
+                .for_each(job);
         }
         Ok((CpuStorage::F32(y), Shape::from((n, c, g.oh, g.ow))))
     }
