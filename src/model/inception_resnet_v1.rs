@@ -183,11 +183,7 @@ impl ResidualBlock {
 
 impl ModuleT for ResidualBlock {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let outs = self
-            .branches
-            .iter()
-            .map(|b| b.forward_t(x, train))
-            .collect::<candle_core::Result<Vec<_>>>()?;
+        let outs = run_branches(&self.branches, x, train)?;
         // (conv + bias)·scale as one convolution with the bias and scale in its epilogue.
         let y = ops::conv_bias_scaled(
             &Tensor::cat(&outs, 1)?,
@@ -206,6 +202,18 @@ impl ModuleT for ResidualBlock {
     }
 }
 
+/// The outputs of an Inception block's branches for input `x`. In inference with fewer images
+/// than threads (batch-1 latency), where each convolution runs on one thread, the independent
+/// branches run in parallel instead; otherwise one after the other (each convolution then
+/// spreads its images over the threads).
+fn run_branches(branches: &[Branch], x: &Tensor, train: bool) -> candle_core::Result<Vec<Tensor>> {
+    if !train && x.device().is_cpu() && x.dim(0)? < rayon::current_num_threads() {
+        use rayon::prelude::*;
+        return branches.par_iter().map(|b| b.forward_t(x, train)).collect();
+    }
+    branches.iter().map(|b| b.forward_t(x, train)).collect()
+}
+
 /// `Mixed_6a` and `Mixed_7a`: convolution branches concatenated with a parameter-free 3×3
 /// stride-2 max pool of the input (the last branch).
 #[derive(Debug, Clone)]
@@ -215,11 +223,7 @@ struct ReductionBlock {
 
 impl ModuleT for ReductionBlock {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let mut outs = self
-            .branches
-            .iter()
-            .map(|b| b.forward_t(x, train))
-            .collect::<candle_core::Result<Vec<_>>>()?;
+        let mut outs = run_branches(&self.branches, x, train)?;
         outs.push(max_pool2d(x, 3, 2)?);
         Tensor::cat(&outs, 1)
     }
