@@ -670,6 +670,28 @@ mod tests {
         }
     }
 
+    /// The gradients of `Σ z·r` and `Σ z2·r` (`r` a fixed pseudo-random projection) agree for
+    /// every variable in `vars`.
+    fn same_gradients(
+        z: &Tensor,
+        z2: &Tensor,
+        vars: &[(&str, &Var)],
+        seed: u64,
+        tol: f32,
+        what: &str,
+    ) {
+        let r = rand(z.dims(), seed);
+        let g = (z * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = (z2 * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        for (name, var) in vars {
+            let a = g
+                .get(var)
+                .unwrap_or_else(|| panic!("{what}: no grad for {name}"));
+            let b = g2.get(var).unwrap();
+            close(&vals(a), &vals(b), tol, &format!("{what}: d{name}"));
+        }
+    }
+
     /// The unfused chain of ops, each tested on its own against brute force and finite
     /// differences.
     fn unfused(
@@ -721,16 +743,8 @@ mod tests {
                 close(&vals(&z), &vals(&z2), 1e-5, &format!("{what}: output"));
                 close(&vals(&m), &vals(&m2), 1e-6, &format!("{what}: mean"));
                 close(&vals(&v), &vals(&v2), 1e-6, &format!("{what}: var"));
-                let r = rand(z.dims(), seed + 5);
-                let g = (z * &r).unwrap().sum_all().unwrap().backward().unwrap();
-                let g2 = (z2 * &r).unwrap().sum_all().unwrap().backward().unwrap();
-                for (name, var) in [("x", &x), ("w", &w), ("gamma", &gamma), ("beta", &beta)] {
-                    let a = g
-                        .get(var)
-                        .unwrap_or_else(|| panic!("{what}: no grad for {name}"));
-                    let b = g2.get(var).unwrap();
-                    close(&vals(a), &vals(b), 2e-4, &format!("{what}: d{name}"));
-                }
+                let vars = [("x", &x), ("w", &w), ("gamma", &gamma), ("beta", &beta)];
+                same_gradients(&z, &z2, &vars, seed + 5, 2e-4, &what);
             }
         }
     }
@@ -802,17 +816,8 @@ mod tests {
                 .unwrap();
             let z2 = if relu { y.relu().unwrap() } else { y };
             close(&vals(&z), &vals(&z2), 1e-5, "output");
-            let r = rand(z.dims(), 24);
-            let g = (z * &r).unwrap().sum_all().unwrap().backward().unwrap();
-            let g2 = (z2 * &r).unwrap().sum_all().unwrap().backward().unwrap();
-            for (name, var) in [("x", &x), ("w", &w), ("ss", &ss)] {
-                close(
-                    &vals(g.get(var).unwrap()),
-                    &vals(g2.get(var).unwrap()),
-                    1e-4,
-                    &format!("relu {relu}: d{name}"),
-                );
-            }
+            let vars = [("x", &x), ("w", &w), ("ss", &ss)];
+            same_gradients(&z, &z2, &vars, 24, 1e-4, &format!("relu {relu}"));
         }
     }
 
@@ -829,17 +834,7 @@ mod tests {
             * 0.17)
             .unwrap();
         close(&vals(&z), &vals(&z2), 1e-5, "output");
-        let r = rand(z.dims(), 34);
-        let g = (z * &r).unwrap().sum_all().unwrap().backward().unwrap();
-        let g2 = (z2 * &r).unwrap().sum_all().unwrap().backward().unwrap();
-        for (name, var) in [("x", &x), ("w", &w), ("bias", &b)] {
-            close(
-                &vals(g.get(var).unwrap()),
-                &vals(g2.get(var).unwrap()),
-                1e-4,
-                &format!("d{name}"),
-            );
-        }
+        same_gradients(&z, &z2, &[("x", &x), ("w", &w), ("bias", &b)], 34, 1e-4, "");
     }
 
     #[test]
