@@ -345,10 +345,9 @@ impl Plan {
     /// gathered output or gradient matrix.
     fn scratch(&self, g: &Geom) -> (usize, usize) {
         let cols = self.nb * g.p();
+        // A single pointwise image is used in place (K = C for pointwise kernels).
         let col = if g.pointwise() && self.nb == 1 {
             0
-        } else if g.pointwise() {
-            g.c * cols
         } else {
             g.k() * cols
         };
@@ -376,19 +375,13 @@ impl Scratch {
 /// `im2col` of images `xs` side by side: `(K, nb·P)`; pointwise kernels just gather.
 fn unfold_group<'a>(xs: &'a [f32], nb: usize, g: &Geom, col: &'a mut [f32]) -> &'a [f32] {
     let (p, in_len) = (g.p(), g.in_len());
-    if g.pointwise() && nb == 1 {
-        return &xs[..in_len];
+    if g.pointwise() {
+        // The unfolded image is the image itself, (C, P).
+        return gather(xs, nb, g.c, p, col);
     }
     let ld = nb * p;
     for i in 0..nb {
-        let xi = &xs[i * in_len..(i + 1) * in_len];
-        if g.pointwise() {
-            for c in 0..g.c {
-                col[c * ld + i * p..c * ld + (i + 1) * p].copy_from_slice(&xi[c * p..(c + 1) * p]);
-            }
-        } else {
-            im2col(xi, g, &mut col[i * p..], ld);
-        }
+        im2col(&xs[i * in_len..(i + 1) * in_len], g, &mut col[i * p..], ld);
     }
     &col[..g.k() * ld]
 }
@@ -519,15 +512,13 @@ fn input_grad_group(
         return;
     }
     matmul((k, cols, g.o), &mut sc.col, false, lhs, rhs, par);
+    if g.pointwise() {
+        // Folding back is the identity: each image's (C, P) block is its gradient.
+        scatter(&sc.col, nb, g.c, p, dxs);
+        return;
+    }
     for (i, dxi) in dxs.chunks_mut(in_len).enumerate() {
-        if g.pointwise() {
-            for c in 0..g.c {
-                dxi[c * p..(c + 1) * p]
-                    .copy_from_slice(&sc.col[c * cols + i * p..c * cols + (i + 1) * p]);
-            }
-        } else {
-            col2im(&sc.col[i * p..], g, dxi, cols);
-        }
+        col2im(&sc.col[i * p..], g, dxi, cols);
     }
 }
 

@@ -17,7 +17,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::batchnorm::{backward_coefficients, channel_stats, sum8, sum8_2};
@@ -243,12 +243,6 @@ struct ConvBnTrainOp {
     saved: Arc<Mutex<Option<Arc<Saved>>>>,
 }
 
-impl ConvBnTrainOp {
-    fn geom(&self, x: &Layout, w: &Layout) -> Result<Geom> {
-        Geom::new(x.dims(), w.dims(), self.stride, self.padding)
-    }
-}
-
 /// Output shape of the op for convolution geometry `g`.
 fn out_dims(g: &Geom, act: Activation) -> (usize, usize, usize, usize) {
     match act {
@@ -271,7 +265,7 @@ impl CustomOp3 for ConvBnTrainOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = self.geom(l1, l2)?;
+        let g = Geom::new(l1.dims(), l2.dims(), self.stride, self.padding)?;
         let x = f32_data(s1, l1, self.name())?;
         let w = f32_data(s2, l2, self.name())?;
         let gb = f32_data(s3, l3, self.name())?;
@@ -604,9 +598,8 @@ impl CustomOp3 for ConvEpilogueOp {
                     .track_op()
                     .then(|| {
                         let conv = super::conv2d(&x.detach(), &w.detach(), stride, padding)?;
-                        let dscale = (&grad * conv)?.sum((0, 2, 3))?;
-                        let dshift = grad.sum((0, 2, 3))?;
-                        Tensor::stack(&[dscale, dshift], 0)
+                        let dscale = channel_sums(&(&grad * conv)?)?;
+                        Tensor::stack(&[dscale, channel_sums(&grad)?], 0)
                     })
                     .transpose()?;
                 Ok((dx, dw, dp))
@@ -624,15 +617,34 @@ impl CustomOp3 for ConvEpilogueOp {
     }
 }
 
-/// Per-channel sums of a contiguous (N, C, H, W) tensor, as a (C) tensor.
+/// Per-channel sums of an (N, C, H, W) tensor, as a (C) tensor, read in place on the CPU.
 fn channel_sums(t: &Tensor) -> Result<Tensor> {
-    let (n, c, h, w) = t.dims4()?;
-    let v = t.flatten_all()?.to_vec1::<f32>()?;
-    let per_plane: Vec<f64> = v.par_chunks(h * w).map(|p| sum8(p, |x| x)).collect();
-    let sums: Vec<f32> = (0..c)
-        .map(|ch| (0..n).map(|i| per_plane[i * c + ch]).sum::<f64>() as f32)
-        .collect();
-    Tensor::from_vec(sums, c, t.device())
+    if !is_cpu_f32(t) {
+        return t.sum((0, 2, 3));
+    }
+    t.contiguous()?.apply_op1_no_bwd(&ChannelSums)
+}
+
+/// `(N, C, H, W) → (C)`: the sum over images and pixels of each channel.
+struct ChannelSums;
+
+impl CustomOp1 for ChannelSums {
+    fn name(&self) -> &'static str {
+        "candle-face-channel-sums"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = l.shape().dims4()?;
+        let v = f32_data(s, l, self.name())?;
+        if h * w == 0 {
+            return Ok((CpuStorage::F32(vec![0.0; c]), Shape::from(c)));
+        }
+        let per_plane: Vec<f64> = v.par_chunks(h * w).map(|p| sum8(p, |x| x)).collect();
+        let sums: Vec<f32> = (0..c)
+            .map(|ch| (0..n).map(|i| per_plane[i * c + ch]).sum::<f64>() as f32)
+            .collect();
+        Ok((CpuStorage::F32(sums), Shape::from(c)))
+    }
 }
 
 #[cfg(test)]
