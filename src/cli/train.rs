@@ -4,7 +4,7 @@ use anyhow::{bail, Result};
 use candle_face::data::augment::Augment;
 use candle_face::data::preprocess::Preprocess;
 use candle_face::loss::{Distance, Mining, TripletLoss};
-use candle_face::model::{Architecture, CompactCnnConfig};
+use candle_face::model::{Architecture, CompactCnnConfig, Head};
 use candle_face::train::{train, Duration, NanPolicy, TrainEvent, TrainOptions};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::path::{Path, PathBuf};
@@ -113,6 +113,14 @@ pub struct TrainArgs {
     /// Embedding size.
     #[arg(long, default_value_t = 128)]
     pub embedding_dim: usize,
+    /// Output layer of the compact CNN: `global-average` (average-pool the last map, then a
+    /// linear layer) or `flatten` (a linear layer over the whole last map, keeping where on the
+    /// face each feature is).
+    #[arg(long, default_value = "global-average")]
+    pub head: Head,
+    /// Dropout probability on the compact CNN's head input while training.
+    #[arg(long, default_value_t = 0.0)]
+    pub dropout: f32,
     /// Disable training augmentation.
     #[arg(long)]
     pub no_augment: bool,
@@ -168,6 +176,8 @@ impl TrainArgs {
             blocks_per_stage: self.blocks_per_stage,
             embedding_dim: self.embedding_dim,
             image_size: self.image_size as usize,
+            head: self.head,
+            dropout: self.dropout,
             ..Default::default()
         };
         arch.validate()?;

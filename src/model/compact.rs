@@ -5,6 +5,10 @@
 //! pooling, a linear projection and L2 normalisation (FaceNet, Schroff et al. 2015, §3). With the
 //! default configuration a 64×64 input is reduced to 4×4 before pooling.
 //!
+//! [`Head::Flatten`] replaces the global average pool by a linear layer over the whole final map
+//! (DeepFace/DeepID/ArcFace-style output layer): for aligned faces *where* a feature fires carries
+//! identity, which averaging throws away. Optional dropout on that input regularises it.
+//!
 //! Parameter names: `stages.{s}.{b}.conv.weight`, `stages.{s}.{b}.bn.{weight,bias,running_mean,running_var}`,
 //! `embed.{weight,bias}`.
 
@@ -30,6 +34,37 @@ pub struct CompactCnnConfig {
     pub bn_eps: f64,
     /// BatchNorm momentum for the running statistics (PyTorch convention).
     pub bn_momentum: f64,
+    /// How the final feature map becomes the embedding (absent in older config.json files:
+    /// global average pooling).
+    #[serde(default)]
+    pub head: Head,
+    /// Dropout probability on the head's input during training (0: none).
+    #[serde(default)]
+    pub dropout: f32,
+}
+
+/// The output layer of [`CompactCnn`]: how the last stage's feature map becomes the embedding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Head {
+    /// Global average pooling over the final map, then `Linear(C → embedding_dim)`.
+    #[default]
+    GlobalAverage,
+    /// The final map flattened, then `Linear(C·h·w → embedding_dim)`: keeps the spatial layout.
+    Flatten,
+}
+
+impl std::str::FromStr for Head {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "gap" | "global-average" | "global_average" => Ok(Head::GlobalAverage),
+            "flatten" => Ok(Head::Flatten),
+            _ => Err(Error::InvalidArgument(format!(
+                "unknown head {s:?} (global-average, flatten)"
+            ))),
+        }
+    }
 }
 
 impl Default for CompactCnnConfig {
@@ -43,6 +78,8 @@ impl Default for CompactCnnConfig {
             image_size: 64,
             bn_eps: 1e-5,
             bn_momentum: 0.1,
+            head: Head::GlobalAverage,
+            dropout: 0.0,
         }
     }
 }
@@ -60,6 +97,12 @@ impl CompactCnnConfig {
                 "compact_cnn: blocks_per_stage and embedding_dim must be positive".into(),
             ));
         }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(Error::InvalidArgument(format!(
+                "compact_cnn: dropout {} must be in [0, 1)",
+                self.dropout
+            )));
+        }
         let div = 1usize << self.channels.len();
         if self.image_size < div || !self.image_size.is_multiple_of(div) {
             return Err(Error::InvalidArgument(format!(
@@ -68,6 +111,11 @@ impl CompactCnnConfig {
             )));
         }
         Ok(())
+    }
+
+    /// Side of the last stage's feature map.
+    pub fn final_side(&self) -> usize {
+        self.image_size >> self.channels.len()
     }
 }
 
@@ -114,7 +162,11 @@ impl CompactCnn {
             }
             stages.push(blocks);
         }
-        let embed = candle_nn::linear(c_in, cfg.embedding_dim, vb.pp("embed"))?;
+        let head_in = match cfg.head {
+            Head::GlobalAverage => c_in,
+            Head::Flatten => c_in * cfg.final_side() * cfg.final_side(),
+        };
+        let embed = candle_nn::linear(head_in, cfg.embedding_dim, vb.pp("embed"))?;
         Ok(Self {
             stages,
             embed,
@@ -126,11 +178,9 @@ impl CompactCnn {
     pub fn config(&self) -> &CompactCnnConfig {
         &self.cfg
     }
-}
 
-impl ModuleT for CompactCnn {
-    /// `x`: (N, 3, S, S) standardised images → (N, embedding_dim) L2-normalised embeddings.
-    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+    /// The last stage's feature map, (N, C, h, w), before the head.
+    pub fn features(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let mut x = x.clone();
         for blocks in &self.stages {
             let last = blocks.len() - 1;
@@ -143,8 +193,134 @@ impl ModuleT for CompactCnn {
                 x = block.forward_t(&x, train, act)?;
             }
         }
-        let x = x.mean((2, 3))?;
+        Ok(x)
+    }
+}
+
+impl ModuleT for CompactCnn {
+    /// `x`: (N, 3, S, S) standardised images → (N, embedding_dim) L2-normalised embeddings.
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let x = self.features(x, train)?;
+        let x = match self.cfg.head {
+            Head::GlobalAverage => x.mean((2, 3))?,
+            Head::Flatten => x.flatten_from(1)?,
+        };
+        let x = if train && self.cfg.dropout > 0.0 {
+            candle_nn::ops::dropout(&x, self.cfg.dropout)?
+        } else {
+            x
+        };
         let x = self.embed.forward(&x)?;
         l2_normalize(&x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
+
+    fn build(head: Head, dropout: f32) -> (CompactCnn, VarMap) {
+        let cfg = CompactCnnConfig {
+            channels: vec![4, 6],
+            embedding_dim: 5,
+            image_size: 12,
+            head,
+            dropout,
+            ..Default::default()
+        };
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        (CompactCnn::new(&cfg, vb).unwrap(), varmap)
+    }
+
+    /// The head computed with plain loops over the weights, from the network's feature map.
+    fn head_by_loops(net: &CompactCnn, varmap: &VarMap, x: &Tensor) -> Vec<Vec<f32>> {
+        let t = net.features(x, false).unwrap();
+        let (n, c, h, w) = t.dims4().unwrap();
+        let f: Vec<Vec<Vec<Vec<f32>>>> = (0..n)
+            .map(|i| t.get(i).unwrap().to_vec3::<f32>().unwrap())
+            .collect();
+        let vars = varmap.data().lock().unwrap();
+        let wt = vars["embed.weight"].as_tensor().to_vec2::<f32>().unwrap();
+        let bias = vars["embed.bias"].as_tensor().to_vec1::<f32>().unwrap();
+        (0..n)
+            .map(|i| {
+                let input: Vec<f32> = match net.config().head {
+                    Head::GlobalAverage => (0..c)
+                        .map(|ci| f[i][ci].iter().flatten().sum::<f32>() / (h * w) as f32)
+                        .collect(),
+                    Head::Flatten => f[i].iter().flatten().flatten().copied().collect(),
+                };
+                let out: Vec<f32> = wt
+                    .iter()
+                    .zip(&bias)
+                    .map(|(row, b)| row.iter().zip(&input).map(|(a, v)| a * v).sum::<f32>() + b)
+                    .collect();
+                let norm = out.iter().map(|v| v * v).sum::<f32>().sqrt();
+                out.iter().map(|v| v / norm).collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn heads_match_a_loop_reference() {
+        let x = Tensor::randn(0f32, 1.0, (3, 3, 12, 12), &Device::Cpu).unwrap();
+        for head in [Head::GlobalAverage, Head::Flatten] {
+            let (net, varmap) = build(head, 0.0);
+            let expected = head_by_loops(&net, &varmap, &x);
+            let got = net.forward_t(&x, false).unwrap().to_vec2::<f32>().unwrap();
+            let in_dim = varmap.data().lock().unwrap()["embed.weight"]
+                .as_tensor()
+                .dim(1)
+                .unwrap();
+            assert_eq!(in_dim, if head == Head::Flatten { 6 * 3 * 3 } else { 6 });
+            for (g, e) in got.iter().flatten().zip(expected.iter().flatten()) {
+                assert!((g - e).abs() < 1e-5, "{head:?}: {g} vs {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn dropout_only_in_training() {
+        let x = Tensor::randn(0f32, 1.0, (4, 3, 12, 12), &Device::Cpu).unwrap();
+        let (net, _) = build(Head::Flatten, 0.5);
+        let a = net.forward_t(&x, false).unwrap();
+        let b = net.forward_t(&x, false).unwrap();
+        let diff = (&a - &b).unwrap().abs().unwrap().max_all().unwrap();
+        assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
+        let t1 = net.forward_t(&x, true).unwrap();
+        let t2 = net.forward_t(&x, true).unwrap();
+        let diff = (&t1 - &t2).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(
+            diff.to_scalar::<f32>().unwrap() > 1e-4,
+            "dropout drew the same mask twice"
+        );
+    }
+
+    #[test]
+    fn head_config_parses_and_validates() {
+        let old = r#"{"channels":[4,8],"blocks_per_stage":1,"embedding_dim":8,"image_size":16,"bn_eps":1e-5,"bn_momentum":0.1}"#;
+        let c: CompactCnnConfig = serde_json::from_str(old).unwrap();
+        assert_eq!((c.head, c.dropout), (Head::GlobalAverage, 0.0));
+        let c = CompactCnnConfig {
+            head: Head::Flatten,
+            ..Default::default()
+        };
+        let text = serde_json::to_string(&c).unwrap();
+        assert!(text.contains(r#""head":"flatten""#), "{text}");
+        assert_eq!(serde_json::from_str::<CompactCnnConfig>(&text).unwrap(), c);
+        assert_eq!("flatten".parse::<Head>().unwrap(), Head::Flatten);
+        assert!("mean"
+            .parse::<Head>()
+            .unwrap_err()
+            .to_string()
+            .contains("flatten"));
+        let bad = CompactCnnConfig {
+            dropout: 1.0,
+            ..Default::default()
+        };
+        assert!(bad.validate().unwrap_err().to_string().contains("dropout"));
     }
 }
