@@ -316,6 +316,40 @@ impl SamePairSource {
     }
 }
 
+/// Up to `n` distinct same-person pairs `(person, image i, image j)`, `i < j`, over people with
+/// `sizes[person]` images, **identity-balanced**: in rounds, each person with two or more images
+/// (in a shuffled order) contributes one new pair, so a person with hundreds of images does not
+/// dominate. Fewer than `n` come back only when fewer exist.
+pub(crate) fn balanced_same_pairs(
+    sizes: &[usize],
+    n: usize,
+    rng: &mut StdRng,
+) -> Vec<(usize, usize, usize)> {
+    let eligible: Vec<usize> = (0..sizes.len()).filter(|&i| sizes[i] >= 2).collect();
+    let mut sources: Vec<SamePairSource> = eligible
+        .iter()
+        .map(|&i| SamePairSource::new(sizes[i], rng))
+        .collect();
+    let mut pairs = Vec::with_capacity(n.min(1 << 20));
+    let mut order: Vec<usize> = (0..eligible.len()).collect();
+    while pairs.len() < n {
+        order.shuffle(rng);
+        let before = pairs.len();
+        for &k in &order {
+            if pairs.len() == n {
+                break;
+            }
+            if let Some((i, j)) = sources[k].next(rng) {
+                pairs.push((eligible[k], i, j));
+            }
+        }
+        if pairs.len() == before {
+            break; // every pair has been drawn
+        }
+    }
+    pairs
+}
+
 /// Generates `same` same-person and `different` different-person pairs from `folder`,
 /// deterministically from `seed` (`StdRng::seed_from_u64`).
 ///
@@ -353,34 +387,15 @@ pub fn generate_pairs(
     } else {
         same
     };
-    let eligible: Vec<usize> = (0..people.len())
-        .filter(|&i| people[i].images.len() >= 2)
-        .collect();
-    let mut sources: Vec<SamePairSource> = eligible
-        .iter()
-        .map(|&i| SamePairSource::new(people[i].images.len(), &mut rng))
-        .collect();
+    let sizes: Vec<usize> = people.iter().map(|p| p.images.len()).collect();
     let mut pairs = Vec::with_capacity(n_same + different.min(1 << 20));
-    let mut order: Vec<usize> = (0..eligible.len()).collect();
-    while pairs.len() < n_same {
-        order.shuffle(&mut rng);
-        let before = pairs.len();
-        for &k in &order {
-            if pairs.len() == n_same {
-                break;
-            }
-            if let Some((i, j)) = sources[k].next(&mut rng) {
-                let person = &people[eligible[k]];
-                pairs.push(Pair {
-                    a: rel(&person.images[i]),
-                    b: rel(&person.images[j]),
-                    same: true,
-                });
-            }
-        }
-        if pairs.len() == before {
-            break; // cannot happen when n_same <= total_same; guards against an endless loop
-        }
+    for (p, i, j) in balanced_same_pairs(&sizes, n_same, &mut rng) {
+        let person = &people[p];
+        pairs.push(Pair {
+            a: rel(&person.images[i]),
+            b: rel(&person.images[j]),
+            same: true,
+        });
     }
 
     // Different pairs.

@@ -8,7 +8,6 @@ use crate::loss::Distance;
 use crate::model::EmbeddingNet;
 use crate::Result;
 use candle_core::{Device, ModuleT, Tensor};
-use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeSet, HashMap};
 
@@ -22,20 +21,17 @@ pub struct ValPairs {
 }
 
 impl ValPairs {
-    /// Deterministic pairs: up to `max_each` same-person pairs (drawn from all possible ones) and as
-    /// many different-person pairs, never an image with itself, no pair twice.
+    /// Deterministic pairs: up to `max_each` same-person pairs, identity-balanced like
+    /// [`crate::eval::generate_pairs`] (each person with two or more images contributes one pair
+    /// per round, so people with many images do not dominate, as in LFW's protocol), and as many
+    /// different-person pairs; never an image with itself, no pair twice.
     pub fn generate(images_per_person: &[usize], max_each: usize, seed: u64) -> Self {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let mut same = Vec::new();
-        for (p, &n) in images_per_person.iter().enumerate() {
-            for i in 0..n {
-                for j in i + 1..n {
-                    same.push(((p, i), (p, j)));
-                }
-            }
-        }
-        same.shuffle(&mut rng);
-        same.truncate(max_each);
+        let same: Vec<((usize, usize), (usize, usize))> =
+            crate::eval::pairs::balanced_same_pairs(images_per_person, max_each, &mut rng)
+                .into_iter()
+                .map(|(p, i, j)| ((p, i), (p, j)))
+                .collect();
         let people: Vec<usize> = (0..images_per_person.len())
             .filter(|&p| images_per_person[p] > 0)
             .collect();
@@ -163,5 +159,21 @@ mod tests {
             assert!(ix.1 < counts[ix.0] && iy.1 < counts[iy.0]);
             assert!(seen.insert((ix.min(iy), ix.max(iy))));
         }
+    }
+
+    #[test]
+    fn same_pairs_are_identity_balanced() {
+        // One person with 780 possible pairs and four with one each: drawing uniformly over
+        // pairs would almost never pick the small ones; balanced rounds pick each of them once
+        // and the large person for the rest.
+        let counts = [40, 2, 2, 2, 2];
+        let v = ValPairs::generate(&counts, 8, 3);
+        let mut per_person = [0usize; 5];
+        for &(x, _, same) in &v.pairs {
+            if same {
+                per_person[v.items[x].0] += 1;
+            }
+        }
+        assert_eq!(per_person, [4, 1, 1, 1, 1]);
     }
 }
