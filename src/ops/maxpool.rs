@@ -206,20 +206,108 @@ pub(super) fn pool2x2_grad_plane(
         let r1 = &plane[(2 * i + 1) * w..(2 * i + 1) * w + 2 * ow];
         let (d0, d1) = dplane[2 * i * w..(2 * i + 2) * w].split_at_mut(w);
         let (d0, d1) = (&mut d0[..2 * ow], &mut d1[..2 * ow]);
-        for ((((&gy, p0), p1), q0), q1) in drow
-            .iter()
-            .zip(r0.chunks_exact(2))
-            .zip(r1.chunks_exact(2))
-            .zip(d0.chunks_exact_mut(2))
-            .zip(d1.chunks_exact_mut(2))
-        {
-            let ([e0, e1, e2, e3], m) = first_max4_mask(p0[0], p0[1], p1[0], p1[1]);
-            let gy = if !fuse_relu || m > 0.0 { gy } else { 0.0 };
-            q0[0] = if e0 { gy } else { 0.0 };
-            q0[1] = if e1 { gy } else { 0.0 };
-            q1[0] = if e2 { gy } else { 0.0 };
-            q1[1] = if e3 { gy } else { 0.0 };
+        let mut j = 0;
+        while j + LANES <= ow {
+            grad_at::<LANES>(r0, r1, drow, d0, d1, j, fuse_relu);
+            j += LANES;
         }
+        while j + 4 <= ow {
+            grad_at::<4>(r0, r1, drow, d0, d1, j, fuse_relu);
+            j += 4;
+        }
+        while j < ow {
+            grad_at::<1>(r0, r1, drow, d0, d1, j, fuse_relu);
+            j += 1;
+        }
+    }
+}
+
+/// [`grad_block`] for the windows `j..j + L` of one output row (input rows `r0`, `r1`).
+#[inline(always)]
+fn grad_at<const L: usize>(
+    r0: &[f32],
+    r1: &[f32],
+    drow: &[f32],
+    d0: &mut [f32],
+    d1: &mut [f32],
+    j: usize,
+    fuse_relu: bool,
+) {
+    let x = 2 * j..2 * (j + L);
+    grad_block::<L>(
+        r0[x.clone()].as_chunks().0.try_into().unwrap(),
+        r1[x.clone()].as_chunks().0.try_into().unwrap(),
+        drow[j..j + L].try_into().unwrap(),
+        d0[x.clone()].as_chunks_mut().0.try_into().unwrap(),
+        d1[x].as_chunks_mut().0.try_into().unwrap(),
+        fuse_relu,
+    );
+}
+
+/// Output columns per block of [`grad_block`]: one AVX-512 register of windows.
+const LANES: usize = 16;
+
+/// [`pool2x2_grad_plane`] for `LANES` consecutive windows of one output row: the two input rows
+/// are split into the windows' four corners first and the first maximum is found with compares
+/// and selects only, so the lane loop vectorises (the per-window loop with its boolean masks and
+/// NaN rule does not). A block holding a NaN takes the per-window path.
+#[inline(always)]
+fn grad_block<const L: usize>(
+    r0: &[[f32; 2]; L],
+    r1: &[[f32; 2]; L],
+    gy: &[f32; L],
+    q0: &mut [[f32; 2]; L],
+    q1: &mut [[f32; 2]; L],
+    fuse_relu: bool,
+) {
+    let nan = r0
+        .iter()
+        .chain(r1.iter())
+        .flatten()
+        .fold(false, |acc, v| acc | v.is_nan());
+    if nan {
+        for k in 0..L {
+            let ([e0, e1, e2, e3], m) = first_max4_mask(r0[k][0], r0[k][1], r1[k][0], r1[k][1]);
+            let g = if !fuse_relu || m > 0.0 { gy[k] } else { 0.0 };
+            q0[k][0] = if e0 { g } else { 0.0 };
+            q0[k][1] = if e1 { g } else { 0.0 };
+            q1[k][0] = if e2 { g } else { 0.0 };
+            q1[k][1] = if e3 { g } else { 0.0 };
+        }
+        return;
+    }
+    let mut c = [[0f32; L]; 4];
+    for k in 0..L {
+        c[0][k] = r0[k][0];
+        c[1][k] = r0[k][1];
+        c[2][k] = r1[k][0];
+        c[3][k] = r1[k][1];
+    }
+    // Bit masks rather than branches or `f32::max` (whose NaN rule costs extra instructions),
+    // so the loop compiles to vector compares and ands.
+    let all = |t: bool| 0u32.wrapping_sub(t as u32);
+    let mut out = [[0u32; L]; 4];
+    for k in 0..L {
+        let (a, b, cc, d) = (c[0][k], c[1][k], c[2][k], c[3][k]);
+        // No NaN here, so `v == m` finds the first maximum (−0 == +0, as the `>` rule of
+        // `first_max4`, which keeps the earlier of two zeros).
+        let ab = if b > a { b } else { a };
+        let cd = if d > cc { d } else { cc };
+        let m = if cd > ab { cd } else { ab };
+        let g = gy[k].to_bits() & all(!fuse_relu | (m > 0.0));
+        let e0 = all(a == m);
+        let e1 = all(b == m) & !e0;
+        let e2 = all(cc == m) & !(e0 | e1);
+        out[0][k] = g & e0;
+        out[1][k] = g & e1;
+        out[2][k] = g & e2;
+        out[3][k] = g & !(e0 | e1 | e2);
+    }
+    for k in 0..L {
+        q0[k][0] = f32::from_bits(out[0][k]);
+        q0[k][1] = f32::from_bits(out[1][k]);
+        q1[k][0] = f32::from_bits(out[2][k]);
+        q1[k][1] = f32::from_bits(out[3][k]);
     }
 }
 
@@ -504,6 +592,44 @@ mod tests {
         }
     }
 
+    /// The blocked backward of wide planes against the per-window rule of [`first_max4`], on
+    /// values full of ties, signed zeros, infinities and NaNs.
+    #[test]
+    fn wide_2x2_backward_follows_the_window_rule() {
+        let vals = [0.0f32, -0.0, 1.0, -1.0, f32::NAN, f32::INFINITY, 1.0, -2.0];
+        let (h, w) = (5, 75);
+        let g = PoolGeom::new(h, w, 2, 2).unwrap();
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for relu in [false, true] {
+            let plane: Vec<f32> = (0..h * w).map(|_| vals[(next() % 8) as usize]).collect();
+            let dout: Vec<f32> = (0..g.oh * g.ow).map(|k| k as f32 + 1.0).collect();
+            let mut got = vec![0f32; h * w];
+            pool2x2_grad_plane(&plane, &dout, &mut got, &g, relu);
+            let mut want = vec![0f32; h * w];
+            for i in 0..g.oh {
+                for j in 0..g.ow {
+                    let at = |a: usize, b: usize| (2 * i + a) * w + 2 * j + b;
+                    let (k, m) = first_max4(
+                        plane[at(0, 0)],
+                        plane[at(0, 1)],
+                        plane[at(1, 0)],
+                        plane[at(1, 1)],
+                    );
+                    if !relu || m > 0.0 {
+                        want[at(k as usize / 2, k as usize % 2)] = dout[i * g.ow + j];
+                    }
+                }
+            }
+            assert_eq!(got, want, "relu {relu}");
+        }
+    }
+
     #[test]
     fn matches_brute_force_for_several_windows() {
         for (d, k, s) in [
@@ -513,6 +639,9 @@ mod tests {
             ([1, 2, 9, 7], 3, 2),
             ([2, 1, 5, 6], 2, 1),
             ([1, 2, 7, 7], 3, 3),
+            // Wide rows: blocks of 16 windows plus a remainder, and an odd last row/column.
+            ([2, 2, 7, 71], 2, 2),
+            ([1, 1, 4, 32], 2, 2),
         ] {
             for relu in [false, true] {
                 let x = Tensor::randn(0f32, 1., &d, &Device::Cpu).unwrap();
