@@ -399,9 +399,13 @@ pub fn generate_pairs(
     }
 
     // Different pairs.
-    let sizes: Vec<u128> = people.iter().map(|p| p.images.len() as u128).collect();
-    let n_images: u128 = sizes.iter().sum();
-    let total_diff: u128 = (n_images * n_images - sizes.iter().map(|k| k * k).sum::<u128>()) / 2;
+    let n_images: u128 = sizes.iter().map(|&k| k as u128).sum();
+    let total_diff: u128 = (n_images * n_images
+        - sizes
+            .iter()
+            .map(|&k| (k as u128) * (k as u128))
+            .sum::<u128>())
+        / 2;
     let n_diff = if (different as u128) > total_diff {
         notes.push(format!(
             "asked for {different} different-person pairs but the folder has only {total_diff}; using all of them"
