@@ -35,11 +35,12 @@ pub struct CompactCnnConfig {
     /// BatchNorm momentum for the running statistics (PyTorch convention).
     pub bn_momentum: f64,
     /// How the final feature map becomes the embedding (absent in older config.json files:
-    /// global average pooling).
-    #[serde(default)]
+    /// global average pooling). Written only when not the default, so configs and checkpoint
+    /// resume keys of networks without it stay as they were.
+    #[serde(default, skip_serializing_if = "Head::is_default")]
     pub head: Head,
-    /// Dropout probability on the head's input during training (0: none).
-    #[serde(default)]
+    /// Dropout probability on the head's input during training (0: none; written only when set).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub dropout: f32,
 }
 
@@ -52,6 +53,16 @@ pub enum Head {
     GlobalAverage,
     /// The final map flattened, then `Linear(C·h·w → embedding_dim)`: keeps the spatial layout.
     Flatten,
+}
+
+impl Head {
+    fn is_default(&self) -> bool {
+        *self == Head::default()
+    }
+}
+
+fn is_zero(v: &f32) -> bool {
+    *v == 0.0
 }
 
 impl std::str::FromStr for Head {
@@ -304,6 +315,11 @@ mod tests {
         let old = r#"{"channels":[4,8],"blocks_per_stage":1,"embedding_dim":8,"image_size":16,"bn_eps":1e-5,"bn_momentum":0.1}"#;
         let c: CompactCnnConfig = serde_json::from_str(old).unwrap();
         assert_eq!((c.head, c.dropout), (Head::GlobalAverage, 0.0));
+        // Written back without the new fields: a checkpoint's resume key from before them matches.
+        assert_eq!(
+            serde_json::to_value(&c).unwrap(),
+            serde_json::from_str::<serde_json::Value>(old).unwrap()
+        );
         let c = CompactCnnConfig {
             head: Head::Flatten,
             ..Default::default()
