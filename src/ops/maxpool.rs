@@ -247,7 +247,7 @@ fn grad_at<const L: usize>(
 /// Output columns per block of [`grad_block`]: one AVX-512 register of windows.
 const LANES: usize = 16;
 
-/// [`pool2x2_grad_plane`] for `LANES` consecutive windows of one output row: the two input rows
+/// [`pool2x2_grad_plane`] for `L` consecutive windows of one output row: the two input rows
 /// are split into the windows' four corners first and the first maximum is found with compares
 /// and selects only, so the lane loop vectorises (the per-window loop with its boolean masks and
 /// NaN rule does not). A block holding a NaN takes the per-window path.
@@ -593,10 +593,21 @@ mod tests {
     }
 
     /// The blocked backward of wide planes against the per-window rule of [`first_max4`], on
-    /// values full of ties, signed zeros, infinities and NaNs.
+    /// values full of ties, signed zeros and infinities: once with NaNs (nearly every block then
+    /// takes the per-window path) and once without (the bit-mask path sees the ties and zeros).
     #[test]
     fn wide_2x2_backward_follows_the_window_rule() {
-        let vals = [0.0f32, -0.0, 1.0, -1.0, f32::NAN, f32::INFINITY, 1.0, -2.0];
+        let with_nan = [0.0f32, -0.0, 1.0, -1.0, f32::NAN, f32::INFINITY, 1.0, -2.0];
+        let without_nan = [
+            0.0f32,
+            -0.0,
+            1.0,
+            -1.0,
+            f32::NEG_INFINITY,
+            f32::INFINITY,
+            1.0,
+            -2.0,
+        ];
         let (h, w) = (5, 75);
         let g = PoolGeom::new(h, w, 2, 2).unwrap();
         let mut state = 0x9E37_79B9_7F4A_7C15u64;
@@ -606,7 +617,12 @@ mod tests {
             state ^= state << 17;
             state
         };
-        for relu in [false, true] {
+        for (vals, relu) in [
+            (with_nan, false),
+            (with_nan, true),
+            (without_nan, false),
+            (without_nan, true),
+        ] {
             let plane: Vec<f32> = (0..h * w).map(|_| vals[(next() % 8) as usize]).collect();
             let dout: Vec<f32> = (0..g.oh * g.ow).map(|k| k as f32 + 1.0).collect();
             let mut got = vec![0f32; h * w];
@@ -626,7 +642,7 @@ mod tests {
                     }
                 }
             }
-            assert_eq!(got, want, "relu {relu}");
+            assert_eq!(got, want, "relu {relu}, values {vals:?}");
         }
     }
 
