@@ -124,6 +124,54 @@ pub struct TrainArgs {
     /// Disable training augmentation.
     #[arg(long)]
     pub no_augment: bool,
+    /// Augmentation: the crop window's side is scaled by `1 + u`, `u ∈ [−x, x]`.
+    #[arg(
+        long,
+        default_value_t = 0.1,
+        value_name = "X",
+        conflicts_with = "no_augment"
+    )]
+    pub scale_jitter: f32,
+    /// Augmentation: the crop window moves by up to this fraction of the image side.
+    #[arg(
+        long,
+        default_value_t = 0.05,
+        value_name = "X",
+        conflicts_with = "no_augment"
+    )]
+    pub translate_jitter: f32,
+    /// Augmentation: brightness is multiplied by `1 + u`, `u ∈ [−x, x]`.
+    #[arg(
+        long,
+        default_value_t = 0.2,
+        value_name = "X",
+        conflicts_with = "no_augment"
+    )]
+    pub brightness: f32,
+    /// Augmentation: contrast around the mean grey is multiplied by `1 + u`, `u ∈ [−x, x]`.
+    #[arg(
+        long,
+        default_value_t = 0.2,
+        value_name = "X",
+        conflicts_with = "no_augment"
+    )]
+    pub contrast: f32,
+    /// Augmentation: the crop window turns by up to this many degrees (0–45).
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        value_name = "DEGREES",
+        conflicts_with = "no_augment"
+    )]
+    pub rotate: f32,
+    /// Augmentation: probability of training on a greyscale view.
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        value_name = "P",
+        conflicts_with = "no_augment"
+    )]
+    pub grayscale: f32,
     /// Test-time flip augmentation: average the embeddings of the image and its mirror image.
     #[arg(long)]
     pub flip_tta: bool,
@@ -188,9 +236,20 @@ impl TrainArgs {
             flip_tta: self.flip_tta,
             ..Preprocess::compact_default()
         };
-        if self.no_augment {
-            o.augment = Augment::none();
-        }
+        o.augment = if self.no_augment {
+            Augment::none()
+        } else {
+            Augment {
+                flip: true,
+                scale_jitter: self.scale_jitter,
+                translate_jitter: self.translate_jitter,
+                brightness: self.brightness,
+                contrast: self.contrast,
+                rotate: self.rotate,
+                grayscale: self.grayscale,
+            }
+        };
+        o.augment.validate()?;
         o.loss = TripletLoss {
             mining: self.loss,
             margin: self.margin,

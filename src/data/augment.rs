@@ -1,5 +1,5 @@
-//! Training-time augmentation on cached sources: random scale and translation of the crop
-//! window, horizontal flip, brightness and contrast jitter (the light augmentation of FaceNet,
+//! Training-time augmentation on cached sources: random scale, translation and rotation of the
+//! crop window, horizontal flip, brightness and contrast jitter, random greyscale (the light augmentation of FaceNet,
 //! Schroff et al. 2015, and of facenet-pytorch's training examples; colour jitter as in
 //! torchvision's `ColorJitter`).
 //!
@@ -13,7 +13,7 @@ use image::RgbImage;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::resample::window_bilinear;
+use super::resample::window_bilinear_rotated;
 use crate::{Error, Result};
 
 /// Augmentation strengths; every jitter is drawn uniformly in `[−x, +x]`.
@@ -30,6 +30,14 @@ pub struct Augment {
     /// Values move away from (or towards) the image's mean grey by the factor `1 + u`,
     /// `u ∈ [−contrast, contrast]`.
     pub contrast: f32,
+    /// The window turns by `u` degrees about its centre, `u ∈ [−rotate, rotate]` (0–45; absent
+    /// in older serialised options: 0).
+    #[serde(default)]
+    pub rotate: f32,
+    /// Probability of turning the view grey (ITU-R 601 luma in all three channels), so the
+    /// network does not lean on colour alone (absent in older serialised options: 0).
+    #[serde(default)]
+    pub grayscale: f32,
 }
 
 impl Default for Augment {
@@ -41,6 +49,8 @@ impl Default for Augment {
             translate_jitter: 0.05,
             brightness: 0.2,
             contrast: 0.2,
+            rotate: 0.0,
+            grayscale: 0.0,
         }
     }
 }
@@ -63,10 +73,13 @@ impl Augment {
             translate_jitter: 0.0,
             brightness: 0.0,
             contrast: 0.0,
+            rotate: 0.0,
+            grayscale: 0.0,
         }
     }
 
-    /// Checks that every strength is finite, non-negative and below 1.
+    /// Checks that every strength is finite, non-negative and below 1, `rotate` within 0–45
+    /// degrees and `grayscale` a probability.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] naming the field.
@@ -83,13 +96,26 @@ impl Augment {
                 )));
             }
         }
+        if !(self.rotate.is_finite() && (0.0..=45.0).contains(&self.rotate)) {
+            return Err(Error::InvalidArgument(format!(
+                "augment.rotate must be 0–45 degrees, got {}",
+                self.rotate
+            )));
+        }
+        if !(self.grayscale.is_finite() && (0.0..=1.0).contains(&self.grayscale)) {
+            return Err(Error::InvalidArgument(format!(
+                "augment.grayscale must be a probability in [0, 1], got {}",
+                self.grayscale
+            )));
+        }
         Ok(())
     }
 
     /// A randomly jittered `out_size × out_size` view of `src` (see the module documentation).
     ///
-    /// Random numbers are drawn in a fixed order (scale, x shift, y shift, flip, brightness,
-    /// contrast; a zero strength draws nothing), so a seeded `rng` gives a reproducible result.
+    /// Random numbers are drawn in a fixed order (scale, x shift, y shift, flip, rotation,
+    /// brightness, contrast, grey; a zero strength draws nothing), so a seeded `rng` gives a
+    /// reproducible result.
     /// Values are clamped to 0–255.
     pub fn apply(&self, src: &RgbImage, out_size: u32, rng: &mut impl Rng) -> RgbImage {
         let out_size = out_size.max(1);
@@ -98,9 +124,10 @@ impl Augment {
         let dx = jitter(rng, self.translate_jitter) * out_size as f32;
         let dy = jitter(rng, self.translate_jitter) * out_size as f32;
         let mirror = self.flip && rng.random_bool(0.5);
+        let angle = jitter(rng, self.rotate).to_radians();
         let x0 = (w as f32 - side) / 2.0 + dx;
         let y0 = (h as f32 - side) / 2.0 + dy;
-        let mut img = window_bilinear(src, x0, y0, side, out_size, mirror);
+        let mut img = window_bilinear_rotated(src, x0, y0, side, out_size, mirror, angle);
 
         let b = 1.0 + jitter(rng, self.brightness);
         let c = 1.0 + jitter(rng, self.contrast);
@@ -118,6 +145,15 @@ impl Augment {
                 let x = *v as f32 * b;
                 let x = (x - grey) * c + grey;
                 *v = x.round().clamp(0.0, 255.0) as u8;
+            }
+        }
+        if self.grayscale > 0.0 && rng.random::<f32>() < self.grayscale {
+            for p in img.pixels_mut() {
+                let [r, g, b] = p.0.map(f32::from);
+                let y = (0.299 * r + 0.587 * g + 0.114 * b)
+                    .round()
+                    .clamp(0.0, 255.0) as u8;
+                p.0 = [y; 3];
             }
         }
         img
@@ -221,5 +257,98 @@ mod tests {
         }
         .validate()
         .is_err());
+    }
+
+    #[test]
+    fn rotation_and_grey_follow_their_closed_forms() {
+        let pre = Preprocess::compact_default();
+        let src = source(&pre);
+        let (w, h) = src.dimensions();
+        let side = pre.image_size as f32;
+        let (x0, y0) = ((w as f32 - side) / 2.0, (h as f32 - side) / 2.0);
+        // Rotation only: the draw is the angle; the view is the rotated window of that angle.
+        let rot = Augment {
+            rotate: 10.0,
+            ..Augment::none()
+        };
+        let mut seen = Vec::new();
+        for seed in 0..8 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let got = rot.apply(&src, pre.image_size, &mut rng);
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let deg = (rng.random::<f32>() * 2.0 - 1.0) * 10.0;
+            assert!(deg.abs() <= 10.0);
+            let want = window_bilinear_rotated(
+                &src,
+                x0,
+                y0,
+                side,
+                pre.image_size,
+                false,
+                deg.to_radians(),
+            );
+            assert_eq!(got, want, "seed {seed}");
+            seen.push(got);
+        }
+        assert_ne!(seen[0], seen[1]);
+        // Grey with probability 1: every pixel is the luma of the plain view.
+        let grey = Augment {
+            grayscale: 1.0,
+            ..Augment::none()
+        };
+        let plain = pre.from_source(&src, 0.15);
+        let g = grey.apply(
+            &src,
+            pre.image_size,
+            &mut rand::rngs::StdRng::seed_from_u64(1),
+        );
+        for (p, q) in plain.pixels().zip(g.pixels()) {
+            let y = 0.299 * p.0[0] as f32 + 0.587 * p.0[1] as f32 + 0.114 * p.0[2] as f32;
+            assert_eq!(q.0, [y.round() as u8; 3]);
+        }
+        // Probability ½ greys some views and leaves the others exactly plain.
+        let half = Augment {
+            grayscale: 0.5,
+            ..Augment::none()
+        };
+        let (mut n_grey, mut n_plain) = (0, 0);
+        for seed in 0..40 {
+            let v = half.apply(
+                &src,
+                pre.image_size,
+                &mut rand::rngs::StdRng::seed_from_u64(seed),
+            );
+            if v == plain {
+                n_plain += 1;
+            } else {
+                assert_eq!(v, g);
+                n_grey += 1;
+            }
+        }
+        assert!(n_grey > 5 && n_plain > 5, "{n_grey} grey, {n_plain} plain");
+        // Out-of-range strengths are refused by name.
+        for bad in [
+            Augment {
+                rotate: 50.0,
+                ..Augment::none()
+            },
+            Augment {
+                rotate: f32::NAN,
+                ..Augment::none()
+            },
+            Augment {
+                grayscale: 1.5,
+                ..Augment::none()
+            },
+        ] {
+            let e = bad.validate().unwrap_err().to_string();
+            assert!(e.contains("rotate") || e.contains("grayscale"), "{e}");
+        }
+        // Options serialised before these fields existed still load, with both off.
+        let old: Augment = serde_json::from_str(
+            r#"{"flip":true,"scale_jitter":0.1,"translate_jitter":0.05,"brightness":0.2,"contrast":0.2}"#,
+        )
+        .unwrap();
+        assert_eq!(old, Augment::default());
     }
 }

@@ -194,6 +194,70 @@ pub fn window_bilinear(
     dst
 }
 
+/// [`window_bilinear`] with the window turned by `angle` radians about its centre (a positive
+/// angle shows the content turned anticlockwise on screen: a quarter turn is
+/// `image::imageops::rotate270`). Output pixel `(j, i)`
+/// reads the source point `c + R(angle)·(u, v)`, where `(u, v) = ((j + ½)·s − side/2,
+/// (i + ½)·s − side/2)` is its offset from the window centre `c` in source pixels (`s =
+/// side/out`, `u` negated with `mirror`). Edge pixels repeat outside the image. With `angle == 0`
+/// the result is exactly [`window_bilinear`]'s.
+pub fn window_bilinear_rotated(
+    img: &RgbImage,
+    x0: f32,
+    y0: f32,
+    side: f32,
+    out: u32,
+    mirror: bool,
+    angle: f32,
+) -> RgbImage {
+    if angle == 0.0 {
+        return window_bilinear(img, x0, y0, side, out, mirror);
+    }
+    let out = out.max(1);
+    let (w, h) = img.dimensions();
+    let mut dst = RgbImage::new(out, out);
+    if w == 0 || h == 0 {
+        return dst;
+    }
+    let step = side / out as f32;
+    // Window centre in pixel-index coordinates (the −½ of window_bilinear's mapping).
+    let cx = x0 + side / 2.0 - 0.5;
+    let cy = y0 + side / 2.0 - 0.5;
+    let (sin, cos) = angle.sin_cos();
+    let src = img.as_raw();
+    let stride = w as usize * 3;
+    let (wm, hm) = ((w - 1) as f32, (h - 1) as f32);
+    let o = out as usize;
+    let dbuf: &mut [u8] = &mut dst;
+    for yo in 0..o {
+        let v = (yo as f32 + 0.5) * step - side / 2.0;
+        for xo in 0..o {
+            let j = if mirror { o - 1 - xo } else { xo };
+            let u = (j as f32 + 0.5) * step - side / 2.0;
+            let x = (cx + cos * u - sin * v).clamp(0.0, wm);
+            let y = (cy + sin * u + cos * v).clamp(0.0, hm);
+            let (xf, yf) = (x.floor(), y.floor());
+            let (fx, fy) = (x - xf, y - yf);
+            let (c0, r0) = (xf as usize, yf as usize);
+            let c1 = (c0 + 1).min(w as usize - 1);
+            let r1 = (r0 + 1).min(h as usize - 1);
+            let row0 = &src[r0 * stride..(r0 + 1) * stride];
+            let row1 = &src[r1 * stride..(r1 + 1) * stride];
+            for c in 0..3 {
+                let a = row0[c0 * 3 + c] as f32;
+                let b = row0[c1 * 3 + c] as f32;
+                let cc = row1[c0 * 3 + c] as f32;
+                let d = row1[c1 * 3 + c] as f32;
+                let top = a + (b - a) * fx;
+                let bot = cc + (d - cc) * fx;
+                let val = top + (bot - top) * fy;
+                dbuf[(yo * o + xo) * 3 + c] = val.round().clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+    dst
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,5 +346,72 @@ mod tests {
         let a = img.get_pixel(0, 0).0[0] as f32;
         let b = img.get_pixel(1, 0).0[0] as f32;
         assert_eq!(half.get_pixel(0, 0).0[0] as f32, ((a + b) / 2.0).round());
+    }
+
+    #[test]
+    fn rotated_window_quarter_turns_and_small_angles() {
+        // A quarter turn of an odd-sized whole-image window is an exact transpose-and-flip:
+        // an independent closed form (image::imageops::rotate90/270).
+        let img = pattern(9, 9);
+        let plus =
+            window_bilinear_rotated(&img, 0.0, 0.0, 9.0, 9, false, std::f32::consts::FRAC_PI_2);
+        let minus =
+            window_bilinear_rotated(&img, 0.0, 0.0, 9.0, 9, false, -std::f32::consts::FRAC_PI_2);
+        // Output (j, i) reads c + R(90°)(u, v) = c + (−v, u): source (8 − i, j).
+        for i in 0..9u32 {
+            for j in 0..9u32 {
+                assert_eq!(
+                    plus.get_pixel(j, i),
+                    img.get_pixel(8 - i, j),
+                    "+90 at {j},{i}"
+                );
+                assert_eq!(
+                    minus.get_pixel(j, i),
+                    img.get_pixel(i, 8 - j),
+                    "−90 at {j},{i}"
+                );
+            }
+        }
+        assert_eq!(plus, image::imageops::rotate270(&img));
+        assert_eq!(minus, image::imageops::rotate90(&img));
+        // Zero angle is window_bilinear itself, mirror included.
+        for mirror in [false, true] {
+            assert_eq!(
+                window_bilinear_rotated(&img, 1.3, 0.7, 6.5, 5, mirror, 0.0),
+                window_bilinear(&img, 1.3, 0.7, 6.5, 5, mirror)
+            );
+        }
+        // A small angle against a per-pixel reference written from the formula in f64.
+        let big = pattern(40, 30);
+        let (x0, y0, side, out, angle) = (6.0f32, 3.0f32, 22.0f32, 16u32, 0.2f32);
+        for mirror in [false, true] {
+            let got = window_bilinear_rotated(&big, x0, y0, side, out, mirror, angle);
+            let s = side as f64 / out as f64;
+            let (cx, cy) = (
+                x0 as f64 + side as f64 / 2.0 - 0.5,
+                y0 as f64 + side as f64 / 2.0 - 0.5,
+            );
+            let (sn, cs) = (angle as f64).sin_cos();
+            for i in 0..out {
+                for j in 0..out {
+                    let jj = if mirror { out - 1 - j } else { j };
+                    let u = (jj as f64 + 0.5) * s - side as f64 / 2.0;
+                    let v = (i as f64 + 0.5) * s - side as f64 / 2.0;
+                    let x = (cx + cs * u - sn * v).clamp(0.0, 39.0);
+                    let y = (cy + sn * u + cs * v).clamp(0.0, 29.0);
+                    let (xa, ya) = (x.floor() as u32, y.floor() as u32);
+                    let (xb, yb) = ((xa + 1).min(39), (ya + 1).min(29));
+                    let (fx, fy) = (x - x.floor(), y - y.floor());
+                    for c in 0..3 {
+                        let p = |xx: u32, yy: u32| big.get_pixel(xx, yy).0[c] as f64;
+                        let top = p(xa, ya) * (1.0 - fx) + p(xb, ya) * fx;
+                        let bot = p(xa, yb) * (1.0 - fx) + p(xb, yb) * fx;
+                        let want = top * (1.0 - fy) + bot * fy;
+                        let g = got.get_pixel(j, i).0[c] as f64;
+                        assert!((g - want).abs() <= 0.51, "({j},{i},{c}) {g} vs {want}");
+                    }
+                }
+            }
+        }
     }
 }

@@ -509,6 +509,17 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
             opts.loss.mining
         ));
     }
+    if opts.augment != Augment::default() {
+        let a = &opts.augment;
+        notes.push(if *a == Augment::none() {
+            "no augmentation".to_string()
+        } else {
+            format!(
+                "augmentation: flip {}, scale ±{}, shift ±{}, brightness ±{}, contrast ±{}, rotation ±{}°, greyscale p={}",
+                a.flip, a.scale_jitter, a.translate_jitter, a.brightness, a.contrast, a.rotate, a.grayscale
+            )
+        });
+    }
     if opts.singletons_per_batch > 0 {
         notes.push(format!(
             "{} of the {} people of each batch have a single image (augmented views of it)",
