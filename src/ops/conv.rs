@@ -18,7 +18,7 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::{f32_data, is_cpu_f32, num_threads};
+use super::{f32_data, is_cpu_f32, num_threads, uninit_f32};
 
 /// 2-D convolution of `x` (N, C, H, W) with `w` (O, C, kh, kw), no bias, no dilation, no groups.
 ///
@@ -365,9 +365,15 @@ struct Scratch {
 impl Scratch {
     fn new(plan: &Plan, g: &Geom) -> Self {
         let (col, out) = plan.scratch(g);
-        Self {
-            col: vec![0f32; col],
-            out: vec![0f32; out],
+        // SAFETY: `col` is written by `unfold_group` (im2col writes every element of each
+        // image's rows, padding included; `gather` copies whole rows) before the GEMM reads
+        // it, and `out` is a GEMM destination written with `read_dst = false` before
+        // `scatter` reads it; the backward passes use both the same way.
+        unsafe {
+            Self {
+                col: uninit_f32(col),
+                out: uninit_f32(out),
+            }
         }
     }
 }
@@ -454,7 +460,9 @@ fn forward(x: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
 /// The convolution of the batch, `epilogue` applied to each image's output after its GEMM.
 pub(super) fn forward_with(x: &[f32], w: &[f32], g: &Geom, epilogue: Epilogue) -> Vec<f32> {
     let out_len = g.o * g.p();
-    let mut y = vec![0f32; g.n * out_len];
+    // SAFETY: every image's output block is written by its GEMM (`read_dst = false`, or the
+    // zero fill when K = 0) or by `scatter`, before the epilogue reads it.
+    let mut y = unsafe { uninit_f32(g.n * out_len) };
     if out_len == 0 {
         return y;
     }

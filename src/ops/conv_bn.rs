@@ -23,7 +23,7 @@ use rayon::prelude::*;
 use super::batchnorm::{backward_coefficients, channel_stats, sum8, sum8_2};
 use super::conv::{self, Geom};
 use super::maxpool::{pool2x2_grad_plane, pool2x2_plane, relu1, PoolGeom};
-use super::{f32_data, is_cpu_f32};
+use super::{f32_data, is_cpu_f32, uninit_f32};
 
 /// What follows the normalization in [`conv_bn_train`] and [`conv_affine`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,7 +283,10 @@ impl CustomOp3 for ConvBnTrainOp {
             .collect();
         let dims = out_dims(&g, self.act);
         let plane_out = dims.2 * dims.3;
-        let mut z = vec![0f32; dims.0 * dims.1 * plane_out];
+        // SAFETY: each output plane is written whole below (the 2×2 pool writes every pooled
+        // value; the other activations write every element), and `scratch` by `normalize`
+        // before the pool reads it.
+        let mut z = unsafe { uninit_f32(dims.0 * dims.1 * plane_out) };
         match self.act {
             Activation::ReluMaxPool2 => {
                 let pg = PoolGeom::new(g.oh, g.ow, 2, 2)?;
@@ -291,7 +294,7 @@ impl CustomOp3 for ConvBnTrainOp {
                     .zip(y.par_chunks(s))
                     .enumerate()
                     .for_each_init(
-                        || vec![0f32; s],
+                        || unsafe { uninit_f32(s) },
                         |scratch, (row, (out, plane))| {
                             let (a, b) = ab[row % c];
                             normalize(plane, scratch, a, b);
@@ -420,13 +423,26 @@ impl CustomOp3 for ConvBnTrainGrad {
             _ => None,
         };
         // Gradient w.r.t. the normalized values, and per plane Σg and Σg·(y − μ).
-        let mut dy = vec![0f32; n * c * s];
+        // The pool's backward leaves an odd last row or column untouched (it must be zero);
+        // every other path writes each element of `d`.
+        let covered = match &pool {
+            Some(_) => g.oh % 2 == 0 && g.ow % 2 == 0,
+            None => true,
+        };
+        let mut dy = if covered {
+            // SAFETY: see above: every element is written by the per-plane pass below before
+            // the sums read it.
+            unsafe { uninit_f32(n * c * s) }
+        } else {
+            vec![0f32; n * c * s]
+        };
         let sums: Vec<(f64, f64)> = dy
             .par_chunks_mut(s)
             .zip(sv.y.par_chunks(s).zip(dz.par_chunks(plane_out)))
             .enumerate()
             .map_init(
-                || vec![0f32; if pool.is_some() { s } else { 0 }],
+                // SAFETY: `normalize` writes the whole scratch plane before the pool reads it.
+                || unsafe { uninit_f32(if pool.is_some() { s } else { 0 }) },
                 |scratch, (row, (d, (y, dzp)))| {
                     let ch = row % c;
                     let (a, b) = sv.ab[ch];
