@@ -4,7 +4,7 @@ use anyhow::{bail, Result};
 use candle_face::data::augment::Augment;
 use candle_face::data::preprocess::Preprocess;
 use candle_face::loss::{Distance, Mining, TripletLoss};
-use candle_face::model::{Architecture, CompactCnnConfig, Head};
+use candle_face::model::{Architecture, Blocks, CompactCnnConfig, Head};
 use candle_face::train::{train, Duration, NanPolicy, TrainEvent, TrainOptions};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::path::{Path, PathBuf};
@@ -107,9 +107,10 @@ pub struct TrainArgs {
     /// Channels of the compact CNN's stages, comma separated.
     #[arg(long, value_delimiter = ',', default_value = "32,64,128,256")]
     pub channels: Vec<usize>,
-    /// Conv blocks per stage of the compact CNN.
-    #[arg(long, default_value_t = 1)]
-    pub blocks_per_stage: usize,
+    /// Conv blocks per stage of the compact CNN: one number for every stage, or one per stage
+    /// (comma separated, e.g. `1,1,2,2`).
+    #[arg(long, default_value = "1")]
+    pub blocks_per_stage: Blocks,
     /// Embedding size.
     #[arg(long, default_value_t = 128)]
     pub embedding_dim: usize,
@@ -221,7 +222,7 @@ impl TrainArgs {
         let mut o = TrainOptions::new(Path::new(&self.data), &self.out);
         let arch = CompactCnnConfig {
             channels: self.channels.clone(),
-            blocks_per_stage: self.blocks_per_stage,
+            blocks_per_stage: self.blocks_per_stage.clone(),
             embedding_dim: self.embedding_dim,
             image_size: self.image_size as usize,
             head: self.head,

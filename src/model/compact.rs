@@ -24,8 +24,10 @@ use serde::{Deserialize, Serialize};
 pub struct CompactCnnConfig {
     /// Output channels of each stage; every stage halves the resolution with a 2×2 max-pool.
     pub channels: Vec<usize>,
-    /// Number of `conv → BN → ReLU` blocks per stage (≥ 1).
-    pub blocks_per_stage: usize,
+    /// Number of `conv → BN → ReLU` blocks per stage (≥ 1): one number for every stage, or a
+    /// list with one entry per stage (`[1, 1, 2, 2]`: deeper late stages, where the maps are
+    /// small and a block costs little).
+    pub blocks_per_stage: Blocks,
     /// Size of the L2-normalised embedding.
     pub embedding_dim: usize,
     /// Side of the square input image in pixels; must be divisible by `2^stages`.
@@ -42,6 +44,60 @@ pub struct CompactCnnConfig {
     /// Dropout probability on the head's input during training (0: none; written only when set).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub dropout: f32,
+}
+
+/// Blocks per stage of [`CompactCnn`]: written in config.json as a number or a list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Blocks {
+    /// The same number of blocks in every stage.
+    Uniform(usize),
+    /// One entry per stage.
+    PerStage(Vec<usize>),
+}
+
+impl Blocks {
+    /// The number of blocks of stage `s` (0 for a stage a per-stage list does not cover).
+    pub fn of_stage(&self, s: usize) -> usize {
+        match self {
+            Blocks::Uniform(n) => *n,
+            Blocks::PerStage(v) => v.get(s).copied().unwrap_or(0),
+        }
+    }
+}
+
+impl From<usize> for Blocks {
+    fn from(n: usize) -> Self {
+        Blocks::Uniform(n)
+    }
+}
+
+impl std::fmt::Display for Blocks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Blocks::Uniform(n) => write!(f, "{n}"),
+            Blocks::PerStage(v) => {
+                let s: Vec<String> = v.iter().map(|n| n.to_string()).collect();
+                write!(f, "{}", s.join(","))
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for Blocks {
+    type Err = Error;
+    /// `"2"` (every stage) or `"1,1,2,2"` (one number per stage).
+    fn from_str(s: &str) -> Result<Self> {
+        let parts: std::result::Result<Vec<usize>, _> =
+            s.split(',').map(|p| p.trim().parse::<usize>()).collect();
+        match parts {
+            Ok(v) if v.len() == 1 => Ok(Blocks::Uniform(v[0])),
+            Ok(v) => Ok(Blocks::PerStage(v)),
+            Err(_) => Err(Error::InvalidArgument(format!(
+                "blocks per stage {s:?}: expected a number or a comma-separated list of numbers"
+            ))),
+        }
+    }
 }
 
 /// The output layer of [`CompactCnn`]: how the last stage's feature map becomes the embedding.
@@ -84,7 +140,7 @@ impl Default for CompactCnnConfig {
     fn default() -> Self {
         Self {
             channels: vec![32, 64, 128, 256],
-            blocks_per_stage: 1,
+            blocks_per_stage: Blocks::Uniform(1),
             embedding_dim: 128,
             image_size: 64,
             bn_eps: 1e-5,
@@ -103,7 +159,17 @@ impl CompactCnnConfig {
                 "compact_cnn: channels must be a non-empty list of positive numbers".into(),
             ));
         }
-        if self.blocks_per_stage == 0 || self.embedding_dim == 0 {
+        if let Blocks::PerStage(v) = &self.blocks_per_stage {
+            if v.len() != self.channels.len() {
+                return Err(Error::InvalidArgument(format!(
+                    "compact_cnn: blocks_per_stage lists {} stages, channels {}",
+                    v.len(),
+                    self.channels.len()
+                )));
+            }
+        }
+        let no_blocks = (0..self.channels.len()).any(|s| self.blocks_per_stage.of_stage(s) == 0);
+        if no_blocks || self.embedding_dim == 0 {
             return Err(Error::InvalidArgument(
                 "compact_cnn: blocks_per_stage and embedding_dim must be positive".into(),
             ));
@@ -166,8 +232,9 @@ impl CompactCnn {
         let mut c_in = 3;
         for (s, &c_out) in cfg.channels.iter().enumerate() {
             let vbs = vb.pp("stages").pp(s);
-            let mut blocks = Vec::with_capacity(cfg.blocks_per_stage);
-            for b in 0..cfg.blocks_per_stage {
+            let n_blocks = cfg.blocks_per_stage.of_stage(s);
+            let mut blocks = Vec::with_capacity(n_blocks);
+            for b in 0..n_blocks {
                 blocks.push(ConvBn::new(c_in, c_out, cfg, vbs.pp(b))?);
                 c_in = c_out;
             }
@@ -338,5 +405,66 @@ mod tests {
             ..Default::default()
         };
         assert!(bad.validate().unwrap_err().to_string().contains("dropout"));
+    }
+
+    #[test]
+    fn per_stage_blocks_build_parse_and_round_trip() {
+        // A number and a list both parse; the number is written back as a number, so the JSON
+        // (and the resume key) of existing configs does not change.
+        let old = r#"{"channels":[4,8],"blocks_per_stage":2,"embedding_dim":8,"image_size":16,"bn_eps":0.001,"bn_momentum":0.1}"#;
+        let cfg: CompactCnnConfig = serde_json::from_str(old).unwrap();
+        assert_eq!(cfg.blocks_per_stage, Blocks::Uniform(2));
+        assert_eq!(serde_json::to_string(&cfg).unwrap(), old);
+        let mut cfg = CompactCnnConfig {
+            channels: vec![4, 8, 8],
+            blocks_per_stage: "1,2,3".parse().unwrap(),
+            embedding_dim: 8,
+            image_size: 16,
+            ..Default::default()
+        };
+        assert_eq!(cfg.blocks_per_stage, Blocks::PerStage(vec![1, 2, 3]));
+        assert_eq!(cfg.blocks_per_stage.to_string(), "1,2,3");
+        let json = serde_json::to_string(&cfg).unwrap();
+        assert!(json.contains(r#""blocks_per_stage":[1,2,3]"#), "{json}");
+        assert_eq!(
+            serde_json::from_str::<CompactCnnConfig>(&json).unwrap(),
+            cfg
+        );
+        // The network has exactly those blocks (parameter names stages.{s}.{b}).
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let net = CompactCnn::new(&cfg, vb).unwrap();
+        let names: std::collections::BTreeSet<String> = varmap
+            .data()
+            .lock()
+            .unwrap()
+            .keys()
+            .filter(|k| k.ends_with("conv.weight"))
+            .cloned()
+            .collect();
+        let want: std::collections::BTreeSet<String> = [
+            "stages.0.0",
+            "stages.1.0",
+            "stages.1.1",
+            "stages.2.0",
+            "stages.2.1",
+            "stages.2.2",
+        ]
+        .iter()
+        .map(|p| format!("{p}.conv.weight"))
+        .collect();
+        assert_eq!(names, want);
+        let x = Tensor::zeros((2, 3, 16, 16), DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(net.forward_t(&x, false).unwrap().dims(), &[2, 8]);
+        // Wrong length, zeros and junk are refused.
+        cfg.blocks_per_stage = Blocks::PerStage(vec![1, 2]);
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("lists 2 stages"));
+        cfg.blocks_per_stage = Blocks::PerStage(vec![1, 0, 1]);
+        assert!(cfg.validate().is_err());
+        assert!("1,x".parse::<Blocks>().is_err());
     }
 }

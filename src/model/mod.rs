@@ -9,7 +9,7 @@ pub mod folder;
 pub mod inception_resnet_v1;
 pub mod layers;
 
-pub use compact::{CompactCnn, CompactCnnConfig, Head};
+pub use compact::{Blocks, CompactCnn, CompactCnnConfig, Head};
 pub use config::{Architecture, ModelConfig, TrainingSummary};
 pub use facenet_layout::{check_tensors, inspect_facenet_safetensors, load_pth_tensors};
 pub use folder::{load_model, save_model};
