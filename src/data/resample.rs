@@ -132,6 +132,27 @@ pub fn window_triangle(img: &RgbImage, x0: f64, y0: f64, side: f64, out: u32) ->
     dst
 }
 
+/// One RGB pixel interpolated between columns `c0`, `c1` (weight `fx` on `c1`) of two RGB rows
+/// (weight `fy` on `row1`), rounded and clamped into `out`.
+#[inline(always)]
+fn bilinear_rgb(
+    row0: &[u8],
+    row1: &[u8],
+    (c0, c1, fx): (usize, usize, f32),
+    fy: f32,
+    out: &mut [u8],
+) {
+    for (c, o) in out.iter_mut().enumerate() {
+        let a = row0[c0 * 3 + c] as f32;
+        let b = row0[c1 * 3 + c] as f32;
+        let cc = row1[c0 * 3 + c] as f32;
+        let d = row1[c1 * 3 + c] as f32;
+        let top = a + (b - a) * fx;
+        let bot = cc + (d - cc) * fx;
+        *o = (top + (bot - top) * fy).round().clamp(0.0, 255.0) as u8;
+    }
+}
+
 /// Samples the square window with top-left `(x0, y0)` and side `side` at `out × out` points by
 /// bilinear interpolation (edge pixels repeat outside the image). Output pixel `(j, i)` reads
 /// source point `(x0 + (j + ½)·side/out − ½, y0 + (i + ½)·side/out − ½)` in pixel-index
@@ -179,16 +200,7 @@ pub fn window_bilinear(
         let row1 = &src[r1 * stride..(r1 + 1) * stride];
         let drow = &mut dbuf[yo * o * 3..(yo + 1) * o * 3];
         for (xo, &(c0, c1, fx)) in xs.iter().enumerate() {
-            for c in 0..3 {
-                let a = row0[c0 * 3 + c] as f32;
-                let b = row0[c1 * 3 + c] as f32;
-                let cc = row1[c0 * 3 + c] as f32;
-                let d = row1[c1 * 3 + c] as f32;
-                let top = a + (b - a) * fx;
-                let bot = cc + (d - cc) * fx;
-                let v = top + (bot - top) * fy;
-                drow[xo * 3 + c] = v.round().clamp(0.0, 255.0) as u8;
-            }
+            bilinear_rgb(row0, row1, (c0, c1, fx), fy, &mut drow[xo * 3..xo * 3 + 3]);
         }
     }
     dst
@@ -243,16 +255,8 @@ pub fn window_bilinear_rotated(
             let r1 = (r0 + 1).min(h as usize - 1);
             let row0 = &src[r0 * stride..(r0 + 1) * stride];
             let row1 = &src[r1 * stride..(r1 + 1) * stride];
-            for c in 0..3 {
-                let a = row0[c0 * 3 + c] as f32;
-                let b = row0[c1 * 3 + c] as f32;
-                let cc = row1[c0 * 3 + c] as f32;
-                let d = row1[c1 * 3 + c] as f32;
-                let top = a + (b - a) * fx;
-                let bot = cc + (d - cc) * fx;
-                let val = top + (bot - top) * fy;
-                dbuf[(yo * o + xo) * 3 + c] = val.round().clamp(0.0, 255.0) as u8;
-            }
+            let px = (yo * o + xo) * 3;
+            bilinear_rgb(row0, row1, (c0, c1, fx), fy, &mut dbuf[px..px + 3]);
         }
     }
     dst

@@ -348,6 +348,18 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
+    /// An optimizer over `w` (weight decay) and `b` (none).
+    fn decayed_w_plain_b(w: &Var, b: &Var, cfg: AdamWConfig) -> AdamW {
+        AdamW::new(
+            vec![
+                ("w".into(), w.clone(), true),
+                ("b".into(), b.clone(), false),
+            ],
+            cfg,
+        )
+        .unwrap()
+    }
+
     /// One AdamW step against the closed form: with zero moments, the first update is
     /// `lr * g / (|g| + eps')` = `lr * sign(g)` (up to eps), plus decoupled decay.
     #[test]
@@ -360,14 +372,7 @@ mod tests {
             weight_decay: 0.5,
             ..Default::default()
         };
-        let mut opt = AdamW::new(
-            vec![
-                ("w".into(), w.clone(), true),
-                ("b".into(), b.clone(), false),
-            ],
-            cfg,
-        )
-        .unwrap();
+        let mut opt = decayed_w_plain_b(&w, &b, cfg);
         // loss = sum(3 w) + sum(b^2): dw = 3, db = 2b.
         let loss = ((w.as_tensor() * 3.0).unwrap().sum_all().unwrap()
             + b.as_tensor().sqr().unwrap().sum_all().unwrap())
@@ -436,14 +441,7 @@ mod tests {
             weight_decay: 0.1,
             ..Default::default()
         };
-        let mut opt = AdamW::new(
-            vec![
-                ("w".into(), w.clone(), true),
-                ("b".into(), b.clone(), false),
-            ],
-            cfg,
-        )
-        .unwrap();
+        let mut opt = decayed_w_plain_b(&w, &b, cfg);
         // Reference state in f64.
         let mut rw: Vec<f64> = init.iter().map(|&x| x as f64).collect();
         let mut rb = vec![0.3f64, -1.0];
