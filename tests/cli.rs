@@ -224,3 +224,60 @@ fn verify_missing_model_and_image_errors_name_the_file() {
     assert!(stderr.contains("nope"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn per_stage_blocks_and_augmentation_flags_reach_the_model_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let out = tmp.path().join("run");
+    let people = candle_face::demo::write_dataset(&data, 6, 3, 40, 5).unwrap();
+    let mut args = train_args(&data, &out, "2");
+    args.extend(
+        [
+            "--blocks-per-stage",
+            "1,2",
+            "--rotate",
+            "10",
+            "--grayscale",
+            "0.5",
+        ]
+        .iter()
+        .map(Into::into),
+    );
+    cli().args(args).assert().success();
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        cfg["architecture"]["blocks_per_stage"],
+        serde_json::json!([1, 2])
+    );
+    let notes = cfg["training"]["notes"].to_string();
+    assert!(
+        notes.contains("rotation ±10°") && notes.contains("greyscale p=0.5"),
+        "{notes}"
+    );
+    // The folder loads through the inference path (three conv blocks).
+    let o = cli()
+        .args(["verify", "--no-detect", "--json", "--model"])
+        .arg(&out)
+        .arg(&people[0][0])
+        .arg(&people[0][0])
+        .assert()
+        .success();
+    let v: serde_json::Value = serde_json::from_slice(&o.get_output().stdout).unwrap();
+    assert_eq!(v["distance"].as_f64().unwrap(), 0.0);
+
+    // Out-of-range strengths and contradictory flags are refused before any work.
+    for (flags, needle) in [
+        (vec!["--rotate", "60"], "rotate"),
+        (vec!["--grayscale", "1.5"], "grayscale"),
+        (vec!["--no-augment", "--rotate", "5"], "--no-augment"),
+        (vec!["--blocks-per-stage", "1,2,3"], "blocks_per_stage"),
+    ] {
+        let mut args = train_args(&data, &tmp.path().join("refused"), "2");
+        args.extend(flags.iter().map(Into::into));
+        let o = cli().args(args).assert().failure();
+        let stderr = String::from_utf8_lossy(&o.get_output().stderr).to_string();
+        assert!(stderr.contains(needle), "{flags:?}: {stderr}");
+    }
+}
