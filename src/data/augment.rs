@@ -1,7 +1,7 @@
 //! Training-time augmentation on cached sources: random scale, translation and rotation of the
-//! crop window, horizontal flip, brightness and contrast jitter, random greyscale (the light augmentation of FaceNet,
-//! Schroff et al. 2015, and of facenet-pytorch's training examples; colour jitter as in
-//! torchvision's `ColorJitter`).
+//! crop window, horizontal flip, brightness and contrast jitter, random greyscale (the light
+//! augmentation of FaceNet, Schroff et al. 2015, and of facenet-pytorch's training examples;
+//! colour jitter and greyscale as in torchvision's `ColorJitter` and `RandomGrayscale`).
 //!
 //! [`Augment::apply`] works on a source made by
 //! [`Preprocess::prepare_source`](super::Preprocess::prepare_source): the recipe's window is the
@@ -53,6 +53,11 @@ impl Default for Augment {
             grayscale: 0.0,
         }
     }
+}
+
+/// ITU-R 601 luma of an RGB pixel.
+fn luma([r, g, b]: [u8; 3]) -> f32 {
+    0.299 * r as f32 + 0.587 * g as f32 + 0.114 * b as f32
 }
 
 /// Uniform in `[−a, a]`; exactly 0 without touching the generator when `a == 0`.
@@ -135,12 +140,7 @@ impl Augment {
             // Brightness, then contrast around the mean grey (ITU-R 601 luma) of the
             // brightened image, as torchvision's ColorJitter does.
             let n = (img.width() * img.height()).max(1) as f32;
-            let grey: f32 = img
-                .pixels()
-                .map(|p| 0.299 * p.0[0] as f32 + 0.587 * p.0[1] as f32 + 0.114 * p.0[2] as f32)
-                .sum::<f32>()
-                * b
-                / n;
+            let grey: f32 = img.pixels().map(|p| luma(p.0)).sum::<f32>() * b / n;
             for v in img.iter_mut() {
                 let x = *v as f32 * b;
                 let x = (x - grey) * c + grey;
@@ -149,11 +149,7 @@ impl Augment {
         }
         if self.grayscale > 0.0 && rng.random::<f32>() < self.grayscale {
             for p in img.pixels_mut() {
-                let [r, g, b] = p.0.map(f32::from);
-                let y = (0.299 * r + 0.587 * g + 0.114 * b)
-                    .round()
-                    .clamp(0.0, 255.0) as u8;
-                p.0 = [y; 3];
+                p.0 = [luma(p.0).round().clamp(0.0, 255.0) as u8; 3];
             }
         }
         img
