@@ -31,7 +31,11 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, Layout, Result};
 
 /// The contiguous f32 data of a CPU storage viewed through `layout`.
-fn f32_data<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
+pub(crate) fn f32_data<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    op: &str,
+) -> Result<&'a [f32]> {
     let data = match storage {
         CpuStorage::F32(v) => v.as_slice(),
         other => candle_core::bail!("{op}: expects f32 data, got {:?}", other.dtype()),
@@ -69,7 +73,7 @@ unsafe fn uninit_f32(n: usize) -> Vec<f32> {
 }
 
 /// Whether `t` can take the custom CPU f32 fast path.
-fn is_cpu_f32(t: &candle_core::Tensor) -> bool {
+pub(crate) fn is_cpu_f32(t: &candle_core::Tensor) -> bool {
     t.device().is_cpu() && t.dtype() == candle_core::DType::F32
 }
 

@@ -197,30 +197,27 @@ fn tensor_step(
 /// optimizer was 12% of an InceptionResnetV1 training step (23M parameters).
 mod fused {
     use super::{AdamWConfig, Slot};
-    use candle_core::{CpuStorage, DType, InplaceOp2, InplaceOp3, Layout, Tensor};
+    use crate::ops::{f32_data, is_cpu_f32};
+    use candle_core::{CpuStorage, InplaceOp2, InplaceOp3, Layout, Tensor};
     use rayon::prelude::*;
 
     /// Elements per parallel task.
     const CHUNK: usize = 1 << 15;
 
+    /// Name in error messages.
+    const NAME: &str = "adamw";
+
     /// Whether the fused path can run: everything on the CPU in f32 and contiguous.
     pub(super) fn applies(s: &Slot, g: &Tensor) -> bool {
         [s.var.as_tensor(), s.m.as_tensor(), s.v.as_tensor(), g]
             .iter()
-            .all(|t| t.device().is_cpu() && t.dtype() == DType::F32 && t.is_contiguous())
-    }
-
-    fn data<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-        match (s, l.contiguous_offsets()) {
-            (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
-            _ => candle_core::bail!("adamw: expects contiguous f32 storage"),
-        }
+            .all(|t| is_cpu_f32(t) && t.is_contiguous())
     }
 
     fn data_mut<'a>(s: &'a mut CpuStorage, l: &Layout) -> candle_core::Result<&'a mut [f32]> {
         match (s, l.contiguous_offsets()) {
             (CpuStorage::F32(v), Some((a, b))) => Ok(&mut v[a..b]),
-            _ => candle_core::bail!("adamw: expects contiguous f32 storage"),
+            _ => candle_core::bail!("{NAME}: expects contiguous f32 storage"),
         }
     }
 
@@ -241,7 +238,7 @@ mod fused {
             s2: &CpuStorage,
             l2: &Layout,
         ) -> candle_core::Result<()> {
-            let (m, g) = (data_mut(s1, l1)?, data(s2, l2)?);
+            let (m, g) = (data_mut(s1, l1)?, f32_data(s2, l2, NAME)?);
             if m.len() != g.len() {
                 candle_core::bail!("adamw: moment and gradient sizes differ");
             }
@@ -284,7 +281,11 @@ mod fused {
             s3: &CpuStorage,
             l3: &Layout,
         ) -> candle_core::Result<()> {
-            let (w, m, v) = (data_mut(s1, l1)?, data(s2, l2)?, data(s3, l3)?);
+            let (w, m, v) = (
+                data_mut(s1, l1)?,
+                f32_data(s2, l2, NAME)?,
+                f32_data(s3, l3, NAME)?,
+            );
             if w.len() != m.len() || w.len() != v.len() {
                 candle_core::bail!("adamw: parameter and moment sizes differ");
             }
