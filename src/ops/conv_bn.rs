@@ -585,8 +585,8 @@ impl CustomOp3 for ConvEpilogueOp {
                 g.o
             )
         }
-        let (s, epilogue) = (g.p(), self.epilogue);
-        let apply = move |y: &mut [f32]| epilogue.apply(y, p, s);
+        let epilogue = self.epilogue;
+        let apply = move |y: &mut [f32], s: usize| epilogue.apply(y, p, s);
         let y = conv::forward_with(x, w, &g, Some(&apply));
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.o, g.oh, g.ow))))
     }
