@@ -195,6 +195,12 @@ fn im2col_rows(x: &[f32], g: &Geom, col: &mut [f32], ld: usize, rows: Range<usiz
 /// Folds `col` `(C·kh·kw, oh·ow)`, rows `ld` apart, back into one image `(C, H, W)`, adding
 /// overlapping entries.
 fn col2im(col: &[f32], g: &Geom, x: &mut [f32], ld: usize) {
+    col2im_rows(col, g, x, ld, 0..g.oh)
+}
+
+/// [`col2im`] of the output rows `rows` only (`col` holds `rows.len()·ow` columns), added into
+/// the image.
+fn col2im_rows(col: &[f32], g: &Geom, x: &mut [f32], ld: usize, rows: Range<usize>) {
     let s = g.stride;
     for c in 0..g.c {
         let plane = &mut x[c * g.h * g.w..(c + 1) * g.h * g.w];
@@ -202,11 +208,11 @@ fn col2im(col: &[f32], g: &Geom, x: &mut [f32], ld: usize) {
             for kj in 0..g.kw {
                 let row = ((c * g.kh + ki) * g.kw + kj) * ld;
                 let (lo, hi) = g.valid_cols(kj);
-                for oi in 0..g.oh {
+                for (r, oi) in rows.clone().enumerate() {
                     let Some(ih) = g.input_row(oi, ki) else {
                         continue;
                     };
-                    let src = &col[row + oi * g.ow + lo..row + oi * g.ow + hi];
+                    let src = &col[row + r * g.ow + lo..row + r * g.ow + hi];
                     let dst = &mut plane[ih * g.w..(ih + 1) * g.w];
                     if s == 1 {
                         let start = lo + kj - g.pw;
@@ -524,11 +530,26 @@ const BAND_MIN_FLOPS: usize = 2_000_000;
 /// channels instead: [`forward_channels`]).
 const BAND_MIN_SPLIT_PIXELS: usize = 96;
 
-/// With fewer images than threads (batch-1 latency), large images (early layers) are cut into
-/// bands of whole output rows: each band is unfolded and multiplied on its own, one thread per
-/// band, and its im2col matrix is read from cache rather than memory. `None` for batches that
-/// fill the threads (measured: no gain there, −3% on compact64 training), for pointwise
-/// kernels, and when one band would be the whole image.
+/// Most output channels for which a full batch is cut into bands: each unfolded element takes
+/// part in `O` multiply-adds, and below about 64 the GEMM waits on memory rather than on
+/// arithmetic (InceptionResnetV1's 32- and 64-channel stem convolutions on 77×77 and 79×79
+/// outputs: 2.2× slower than PyTorch unbanded). Wider layers were measured slower banded (the
+/// weights are packed again for every band).
+const BAND_MAX_CHANNELS: usize = 64;
+
+/// Fewest im2col floats per image for which a full batch is cut into bands: smaller matrices
+/// stay in cache anyway (compact64's layers: −3% banded).
+const BAND_MIN_COL_FLOATS: usize = 1 << 20;
+
+/// Large images (early layers) cut into bands of whole output rows: each band is unfolded and
+/// multiplied on its own, so its im2col matrix is read from cache rather than memory.
+/// - With fewer images than threads (batch-1 latency) the bands also spread one image over the
+///   threads ([`Bands::new`]).
+/// - With a full batch, only where the GEMM is memory-bound (few output channels, an unfolded
+///   image larger than the cache: [`Bands::for_cache`]); the forward pass and both gradients
+///   then work band by band.
+///
+/// `None` for pointwise kernels (no im2col) and when one band would be the whole image.
 #[derive(Debug, Clone, Copy)]
 struct Bands {
     /// Output rows per band (the last band may have fewer).
@@ -545,7 +566,7 @@ impl Bands {
         }
         let nt = num_threads();
         if g.n >= nt {
-            return None;
+            return Self::for_cache(g);
         }
         // Bands small enough for the cache, and enough of them for every thread while each
         // is worth a thread.
@@ -554,7 +575,24 @@ impl Bands {
         let worth = (2 * g.o * k * p / BAND_MIN_FLOPS)
             .min(p / BAND_MIN_SPLIT_PIXELS)
             .max(1);
-        let count = p.div_ceil(pixels).max(want.min(worth)).min(g.oh);
+        let count = p.div_ceil(pixels).max(want.min(worth));
+        Self::of_count(g, count)
+    }
+
+    /// Bands for a memory-bound convolution of a full batch (see [`BAND_MAX_CHANNELS`]), used
+    /// by the forward pass and both gradients whatever the batch size.
+    fn for_cache(g: &Geom) -> Option<Self> {
+        let (p, k) = (g.p(), g.k());
+        if g.pointwise() || g.o > BAND_MAX_CHANNELS || k * p < BAND_MIN_COL_FLOATS {
+            return None;
+        }
+        let pixels = (BAND_COL_FLOATS / k).max(BAND_MIN_PIXELS);
+        Self::of_count(g, p.div_ceil(pixels))
+    }
+
+    /// `count` bands of (nearly) equal height, or `None` for one band.
+    fn of_count(g: &Geom, count: usize) -> Option<Self> {
+        let count = count.min(g.oh);
         if count <= 1 {
             return None;
         }
@@ -735,6 +773,10 @@ pub(super) fn input_grad_into(dy: &[f32], w: &[f32], g: &Geom, dx: &mut [f32]) {
     if in_len == 0 || p == 0 {
         return;
     }
+    if let Some(bands) = Bands::for_cache(g) {
+        input_grad_bands(dy, w, g, dx, &bands);
+        return;
+    }
     let plan = Plan::new(g);
     let (dxchunk, dychunk) = (plan.nb * in_len, plan.nb * g.o * p);
     if plan.across {
@@ -750,6 +792,80 @@ pub(super) fn input_grad_into(dy: &[f32], w: &[f32], g: &Geom, dx: &mut [f32]) {
             input_grad_group(dxs, dys, w, g, &mut sc, plan.par);
         }
     }
+}
+
+/// [`input_grad_into`] band by band: images spread over the threads, each image's bands folded
+/// back one after the other (neighbouring bands add into shared input rows).
+fn input_grad_bands(dy: &[f32], w: &[f32], g: &Geom, dx: &mut [f32], bands: &Bands) {
+    let (k, p) = (g.k(), g.p());
+    let band_px = bands.rows * g.ow;
+    dx.par_chunks_mut(g.in_len())
+        .zip(dy.par_chunks(g.o * p))
+        .for_each_init(
+            // SAFETY: each band's GEMM (`read_dst = false`) writes all `K × band pixels`
+            // elements it then folds back.
+            || unsafe { uninit_f32(k * band_px) },
+            |col, (dxi, dyi)| {
+                for b in 0..bands.per_image {
+                    let rows = bands.range(b, g);
+                    let (p0, bp) = (rows.start * g.ow, rows.len() * g.ow);
+                    // Wᵀ (K×O) times the band's columns of dY (O × bp, rows P apart).
+                    let lhs = Mat {
+                        data: w,
+                        cs: k,
+                        rs: 1,
+                    };
+                    let rhs = Mat {
+                        data: &dyi[p0..],
+                        cs: 1,
+                        rs: p,
+                    };
+                    let col = &mut col[..k * bp];
+                    matmul((k, bp, g.o), col, false, lhs, rhs, Parallelism::None);
+                    col2im_rows(col, g, dxi, bp, rows);
+                }
+            },
+        );
+}
+
+/// `dW = Σ_n Σ_bands dY_band · im2col(X_n)_bandᵀ`: images spread over the threads, one partial
+/// sum per thread.
+fn weight_grad_bands(x: &[f32], dy: &[f32], g: &Geom, bands: &Bands) -> Vec<f32> {
+    let (k, p, w_len) = (g.k(), g.p(), g.o * g.k());
+    let band_px = bands.rows * g.ow;
+    x.par_chunks(g.in_len())
+        .zip(dy.par_chunks(g.o * p))
+        .fold(
+            // SAFETY: `col` is written by `im2col_rows` (every element of the band's rows)
+            // before the GEMM reads it.
+            || (vec![0f32; w_len], unsafe { uninit_f32(k * band_px) }),
+            |(mut dw, mut col), (xi, dyi)| {
+                for b in 0..bands.per_image {
+                    let rows = bands.range(b, g);
+                    let (p0, bp) = (rows.start * g.ow, rows.len() * g.ow);
+                    im2col_rows(xi, g, &mut col, bp, rows);
+                    let lhs = Mat {
+                        data: &dyi[p0..],
+                        cs: 1,
+                        rs: p,
+                    };
+                    // The band's unfold transposed (bp × K): element (q, k) at col[k·bp + q].
+                    let rhs = Mat {
+                        data: &col[..k * bp],
+                        cs: bp,
+                        rs: 1,
+                    };
+                    matmul((g.o, k, bp), &mut dw, true, lhs, rhs, Parallelism::None);
+                }
+                (dw, col)
+            },
+        )
+        .map(|(dw, _)| dw)
+        .reduce_with(|mut a, b| {
+            a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+            a
+        })
+        .unwrap_or_else(|| vec![0f32; w_len])
 }
 
 /// Adds the weight gradient of images `[i0, i0 + nb)` into `dw`: `dY (O × nb·P) · unfold(X)ᵀ`.
@@ -787,6 +903,9 @@ pub(super) fn weight_grad(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
     let w_len = g.o * g.k();
     if w_len == 0 || g.p() == 0 || g.n == 0 {
         return vec![0f32; w_len];
+    }
+    if let Some(bands) = Bands::for_cache(g) {
+        return weight_grad_bands(x, dy, g, &bands);
     }
     let plan = Plan::new(g);
     let groups: Vec<(usize, usize)> = (0..g.n)
@@ -1163,6 +1282,44 @@ mod tests {
                     let got: Vec<f64> = y.iter().map(|&v| v as f64).collect();
                     assert_close(&got, want, 1e-5, &format!("{rows} channels {what}"));
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn banded_gradients_match_the_whole_image_gradients() {
+        // The memory-bound path (full batches of few-channel, large layers), forced with
+        // explicit bands; the whole-image gradients are checked against candle and finite
+        // differences below.
+        let cases: &[Case] = &[
+            ([3, 3, 12, 11], [4, 3, 3, 3], 1, (1, 1)),
+            ([2, 2, 13, 9], [3, 2, 3, 3], 2, (0, 1)),
+            ([3, 2, 7, 12], [5, 2, 1, 7], 1, (0, 3)),
+        ];
+        for &(xd, wd, s, pad) in cases {
+            let (x, w) = inputs(xd, wd);
+            let g = Geom::new(&xd, &wd, s, pad).unwrap();
+            assert!(
+                Bands::for_cache(&g).is_none(),
+                "small enough for the plain path"
+            );
+            let dy = Tensor::randn(0f32, 1., (g.n, g.o, g.oh, g.ow), &Device::Cpu).unwrap();
+            let v = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let (xv, wv, dyv) = (v(&x), v(&w), v(&dy));
+            let f64s = |a: &[f32]| a.iter().map(|&v| v as f64).collect::<Vec<_>>();
+            let want_dx = f64s(&input_grad(&dyv, &wv, &g));
+            let want_dw = f64s(&weight_grad(&xv, &dyv, &g));
+            for rows in 1..=g.oh.min(3) {
+                let bands = Bands {
+                    rows,
+                    per_image: g.oh.div_ceil(rows),
+                };
+                let what = format!("bands of {rows} rows {xd:?} {wd:?} s{s} p{pad:?}");
+                let mut dx = vec![0f32; g.n * g.in_len()];
+                input_grad_bands(&dyv, &wv, &g, &mut dx, &bands);
+                assert_close(&f64s(&dx), &want_dx, 1e-5, &format!("dx, {what}"));
+                let dw = weight_grad_bands(&xv, &dyv, &g, &bands);
+                assert_close(&f64s(&dw), &want_dw, 1e-5, &format!("dw, {what}"));
             }
         }
     }
