@@ -603,9 +603,11 @@ impl Bands {
         })
     }
 
-    /// Output rows of band `b`.
-    fn range(&self, b: usize, g: &Geom) -> Range<usize> {
-        b * self.rows..((b + 1) * self.rows).min(g.oh)
+    /// Band `b`: its output rows, its first output pixel and its number of pixels.
+    fn span(&self, b: usize, g: &Geom) -> (Range<usize>, usize, usize) {
+        let rows = b * self.rows..((b + 1) * self.rows).min(g.oh);
+        let (p0, bp) = (rows.start * g.ow, rows.len() * g.ow);
+        (rows, p0, bp)
     }
 }
 
@@ -688,8 +690,7 @@ fn forward_bands(
         || unsafe { (uninit_f32(k * band_px), uninit_f32(g.o * band_px)) },
         |(col, res), unit| {
             let (i, b) = (unit / bands.per_image, unit % bands.per_image);
-            let rows = bands.range(b, g);
-            let (p0, bp) = (rows.start * g.ow, rows.len() * g.ow);
+            let (rows, p0, bp) = bands.span(b, g);
             let xi = &x[i * in_len..(i + 1) * in_len];
             im2col_rows(xi, g, col, bp, rows);
             let lhs = Mat {
@@ -807,8 +808,7 @@ fn input_grad_bands(dy: &[f32], w: &[f32], g: &Geom, dx: &mut [f32], bands: &Ban
             || unsafe { uninit_f32(k * band_px) },
             |col, (dxi, dyi)| {
                 for b in 0..bands.per_image {
-                    let rows = bands.range(b, g);
-                    let (p0, bp) = (rows.start * g.ow, rows.len() * g.ow);
+                    let (rows, p0, bp) = bands.span(b, g);
                     // Wᵀ (K×O) times the band's columns of dY (O × bp, rows P apart).
                     let lhs = Mat {
                         data: w,
@@ -841,8 +841,7 @@ fn weight_grad_bands(x: &[f32], dy: &[f32], g: &Geom, bands: &Bands) -> Vec<f32>
             || (vec![0f32; w_len], unsafe { uninit_f32(k * band_px) }),
             |(mut dw, mut col), (xi, dyi)| {
                 for b in 0..bands.per_image {
-                    let rows = bands.range(b, g);
-                    let (p0, bp) = (rows.start * g.ow, rows.len() * g.ow);
+                    let (rows, p0, bp) = bands.span(b, g);
                     im2col_rows(xi, g, &mut col, bp, rows);
                     let lhs = Mat {
                         data: &dyi[p0..],
