@@ -1235,6 +1235,14 @@ mod tests {
         }
     }
 
+    fn flat(t: &Tensor) -> Vec<f32> {
+        t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    }
+
+    fn f64s(a: &[f32]) -> Vec<f64> {
+        a.iter().map(|&v| v as f64).collect()
+    }
+
     fn channel_epilogue_ref(y: &mut [f64], o: usize, p: usize) {
         for (i, v) in y.iter_mut().enumerate() {
             let ch = (i / p) % o;
@@ -1256,8 +1264,7 @@ mod tests {
         for &(xd, wd, s, pad) in cases {
             let (x, w) = inputs(xd, wd);
             let g = Geom::new(&xd, &wd, s, pad).unwrap();
-            let (xv, wv) = (x.flatten_all().unwrap(), w.flatten_all().unwrap());
-            let (xv, wv) = (xv.to_vec1::<f32>().unwrap(), wv.to_vec1::<f32>().unwrap());
+            let (xv, wv) = (flat(&x), flat(&w));
             let plain = conv_ref(&to_f64(&x), xd, &to_f64(&w), wd, s, pad);
             let mut with_epi = plain.clone();
             channel_epilogue_ref(&mut with_epi, g.o, g.p());
@@ -1270,16 +1277,19 @@ mod tests {
                 for (epi, want) in [(None, &plain), (Some(epilogue), &with_epi)] {
                     let mut y = vec![f32::NAN; g.n * g.o * g.p()];
                     forward_bands(&xv, &wv, &g, &mut y, &bands, &epi);
-                    let got: Vec<f64> = y.iter().map(|&v| v as f64).collect();
-                    assert_close(&got, want, 1e-5, &format!("bands of {rows} rows {what}"));
+                    assert_close(
+                        &f64s(&y),
+                        want,
+                        1e-5,
+                        &format!("bands of {rows} rows {what}"),
+                    );
                 }
             }
             for rows in [1, 2, g.o - 1] {
                 for (epi, want) in [(None, &plain), (Some(epilogue), &with_epi)] {
                     let mut y = vec![f32::NAN; g.n * g.o * g.p()];
                     forward_channels(&xv, &wv, &g, &mut y, rows, &epi);
-                    let got: Vec<f64> = y.iter().map(|&v| v as f64).collect();
-                    assert_close(&got, want, 1e-5, &format!("{rows} channels {what}"));
+                    assert_close(&f64s(&y), want, 1e-5, &format!("{rows} channels {what}"));
                 }
             }
         }
@@ -1303,9 +1313,7 @@ mod tests {
                 "small enough for the plain path"
             );
             let dy = Tensor::randn(0f32, 1., (g.n, g.o, g.oh, g.ow), &Device::Cpu).unwrap();
-            let v = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            let (xv, wv, dyv) = (v(&x), v(&w), v(&dy));
-            let f64s = |a: &[f32]| a.iter().map(|&v| v as f64).collect::<Vec<_>>();
+            let (xv, wv, dyv) = (flat(&x), flat(&w), flat(&dy));
             let want_dx = f64s(&input_grad(&dyv, &wv, &g));
             let want_dw = f64s(&weight_grad(&xv, &dyv, &g));
             for rows in 1..=g.oh.min(3) {
