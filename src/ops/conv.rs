@@ -318,6 +318,20 @@ fn par_min_flops() -> usize {
 /// GEMM was split); only the largest early-layer products of InceptionResnetV1 gain.
 const PAR_MIN_FLOPS: usize = 64_000_000;
 
+/// Images per group near `target` (within half to twice it, at most `per_thread`) that keep
+/// the threads evenly loaded: the groups are dealt out whole, so 32 images in groups of 3 give
+/// one thread 6 groups (18 images) and the other 5; groups of 4 give both 16. Among equally
+/// balanced sizes the one closest to `target` wins, the larger on a tie.
+fn balanced_group(n: usize, nt: usize, target: usize, per_thread: usize) -> usize {
+    // The busiest thread takes ceil(groups / threads) groups (the last one may be partial).
+    let load = |nb: usize| (n.div_ceil(nb).div_ceil(nt) * nb).min(n);
+    let lo = (target / 2).max(1);
+    let hi = (2 * target).min(per_thread).max(lo);
+    (lo..=hi)
+        .min_by_key(|&nb| (load(nb), nb.abs_diff(target), std::cmp::Reverse(nb)))
+        .unwrap_or(target)
+}
+
 /// How the batch is cut and run: `nb` images per GEMM; groups spread over threads (each GEMM
 /// single-threaded) when there are enough of them, else the GEMMs themselves run in parallel.
 #[derive(Debug, Clone, Copy)]
@@ -331,7 +345,8 @@ impl Plan {
     fn new(g: &Geom) -> Self {
         let nt = num_threads();
         let per_thread = g.n.div_ceil(nt).max(1);
-        let nb = GEMM_COLUMNS.div_ceil(g.p().max(1)).clamp(1, per_thread);
+        let target = GEMM_COLUMNS.div_ceil(g.p().max(1)).clamp(1, per_thread);
+        let nb = balanced_group(g.n, nt, target, per_thread);
         let groups = g.n.div_ceil(nb);
         if nt > 1 && groups >= nt {
             Self {
@@ -1290,6 +1305,51 @@ mod tests {
                     let mut y = vec![f32::NAN; g.n * g.o * g.p()];
                     forward_channels(&xv, &wv, &g, &mut y, rows, &epi);
                     assert_close(&f64s(&y), want, 1e-5, &format!("{rows} channels {what}"));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn groups_keep_the_threads_evenly_loaded() {
+        // InceptionResnetV1's 8×8 layers at batch 32 on 2 threads: 3 per group would load one
+        // thread with 18 images, 4 gives 16 each.
+        assert_eq!(balanced_group(32, 2, 3, 16), 4);
+        // compact64's 4×4 layer at batch 64: 12 → 16 (8 and 16 balance equally; larger wins).
+        assert_eq!(balanced_group(64, 2, 12, 32), 16);
+        // Already balanced sizes stay; one thread takes whatever the window allows.
+        assert_eq!(balanced_group(32, 2, 16, 16), 16);
+        assert_eq!(balanced_group(7, 1, 3, 7), 3);
+        // Against an explicit search of the window: list the groups, give the busiest thread
+        // the first ceil(groups / threads) of them, keep the least loaded size, then the
+        // closest to the target, then the larger.
+        for n in 1..40usize {
+            for nt in 1..5 {
+                let per_thread = n.div_ceil(nt);
+                for target in 1..=per_thread {
+                    let (lo, hi) = ((target / 2).max(1), (2 * target).min(per_thread));
+                    let mut best: Option<(usize, usize)> = None;
+                    for nb in lo..=hi.max(lo) {
+                        let groups: Vec<usize> =
+                            (0..n).step_by(nb).map(|i| nb.min(n - i)).collect();
+                        let load: usize = groups.iter().take(groups.len().div_ceil(nt)).sum();
+                        let better = match best {
+                            None => true,
+                            Some((b, bl)) => {
+                                (load, nb.abs_diff(target)) < (bl, b.abs_diff(target))
+                                    || (load == bl && nb.abs_diff(target) == b.abs_diff(target))
+                            }
+                        };
+                        if better {
+                            best = Some((nb, load));
+                        }
+                    }
+                    let want = best.unwrap().0;
+                    assert_eq!(
+                        balanced_group(n, nt, target, per_thread),
+                        want,
+                        "n {n} threads {nt} target {target}"
+                    );
                 }
             }
         }
