@@ -237,7 +237,17 @@ struct Mat<'a> {
     rs: usize,
 }
 
-impl Mat<'_> {
+impl<'a> Mat<'a> {
+    /// A row-major matrix whose rows are `rs` apart.
+    fn rows(data: &'a [f32], rs: usize) -> Self {
+        Self { data, cs: 1, rs }
+    }
+
+    /// The transpose of a row-major matrix whose rows are `cs` apart (a column-major view).
+    fn transposed(data: &'a [f32], cs: usize) -> Self {
+        Self { data, cs, rs: 1 }
+    }
+
     /// Checks that every element of a `rows × cols` view lies inside the slice.
     fn check(&self, rows: usize, cols: usize) {
         if rows > 0 && cols > 0 {
@@ -473,16 +483,8 @@ fn forward_group(
     let nb = ys.len() / (g.o * p);
     let cols = nb * p;
     let rhs = unfold_group(xs, nb, g, &mut sc.col);
-    let lhs = Mat {
-        data: w,
-        cs: 1,
-        rs: k,
-    };
-    let rhs = Mat {
-        data: rhs,
-        cs: 1,
-        rs: cols,
-    };
+    let lhs = Mat::rows(w, k);
+    let rhs = Mat::rows(rhs, cols);
     if nb == 1 {
         matmul((g.o, p, k), ys, false, lhs, rhs, par);
     } else {
@@ -651,16 +653,8 @@ fn forward_channels(
         yi.par_chunks_mut(rows * p)
             .zip(w.par_chunks(rows * k))
             .for_each(|(yc, wc)| {
-                let lhs = Mat {
-                    data: wc,
-                    cs: 1,
-                    rs: k,
-                };
-                let rhs = Mat {
-                    data: unfolded,
-                    cs: 1,
-                    rs: p,
-                };
+                let lhs = Mat::rows(wc, k);
+                let rhs = Mat::rows(unfolded, p);
                 matmul((yc.len() / p, p, k), yc, false, lhs, rhs, Parallelism::None);
             });
         if let Some(f) = epilogue {
@@ -708,16 +702,8 @@ fn forward_bands(
             let (rows, p0, bp) = bands.span(b, g);
             let xi = &x[i * in_len..(i + 1) * in_len];
             im2col_rows(xi, g, col, bp, rows);
-            let lhs = Mat {
-                data: w,
-                cs: 1,
-                rs: k,
-            };
-            let rhs = Mat {
-                data: &col[..k * bp],
-                cs: 1,
-                rs: bp,
-            };
+            let lhs = Mat::rows(w, k);
+            let rhs = Mat::rows(&col[..k * bp], bp);
             let res = &mut res[..g.o * bp];
             matmul((g.o, bp, k), res, false, lhs, rhs, Parallelism::None);
             if let Some(f) = epilogue {
@@ -755,17 +741,9 @@ fn input_grad_group(
     let nb = dxs.len() / in_len;
     let cols = nb * p;
     // Wᵀ (K×O): element (k, o) sits at w[o·K + k].
-    let lhs = Mat {
-        data: w,
-        cs: k,
-        rs: 1,
-    };
+    let lhs = Mat::transposed(w, k);
     let rhs = gather(dys, nb, g.o, p, &mut sc.out);
-    let rhs = Mat {
-        data: rhs,
-        cs: 1,
-        rs: cols,
-    };
+    let rhs = Mat::rows(rhs, cols);
     if g.pointwise() && nb == 1 {
         matmul((k, p, g.o), dxs, false, lhs, rhs, par);
         return;
@@ -825,16 +803,8 @@ fn input_grad_bands(dy: &[f32], w: &[f32], g: &Geom, dx: &mut [f32], bands: &Ban
                 for b in 0..bands.per_image {
                     let (rows, p0, bp) = bands.span(b, g);
                     // Wᵀ (K×O) times the band's columns of dY (O × bp, rows P apart).
-                    let lhs = Mat {
-                        data: w,
-                        cs: k,
-                        rs: 1,
-                    };
-                    let rhs = Mat {
-                        data: &dyi[p0..],
-                        cs: 1,
-                        rs: p,
-                    };
+                    let lhs = Mat::transposed(w, k);
+                    let rhs = Mat::rows(&dyi[p0..], p);
                     let col = &mut col[..k * bp];
                     matmul((k, bp, g.o), col, false, lhs, rhs, Parallelism::None);
                     col2im_rows(col, g, dxi, bp, rows);
@@ -858,17 +828,9 @@ fn weight_grad_bands(x: &[f32], dy: &[f32], g: &Geom, bands: &Bands) -> Vec<f32>
                 for b in 0..bands.per_image {
                     let (rows, p0, bp) = bands.span(b, g);
                     im2col_rows(xi, g, &mut col, bp, rows);
-                    let lhs = Mat {
-                        data: &dyi[p0..],
-                        cs: 1,
-                        rs: p,
-                    };
+                    let lhs = Mat::rows(&dyi[p0..], p);
                     // The band's unfold transposed (bp × K): element (q, k) at col[k·bp + q].
-                    let rhs = Mat {
-                        data: &col[..k * bp],
-                        cs: bp,
-                        rs: 1,
-                    };
+                    let rhs = Mat::transposed(&col[..k * bp], bp);
                     matmul((g.o, k, bp), &mut dw, true, lhs, rhs, Parallelism::None);
                 }
                 (dw, col)
@@ -898,17 +860,9 @@ fn weight_grad_group(
     let dys = &dy[i0 * g.o * p..(i0 + nb) * g.o * p];
     let unfolded = unfold_group(xs, nb, g, &mut sc.col);
     let lhs = gather(dys, nb, g.o, p, &mut sc.out);
-    let lhs = Mat {
-        data: lhs,
-        cs: 1,
-        rs: cols,
-    };
+    let lhs = Mat::rows(lhs, cols);
     // unfold(X)ᵀ (nb·P × K): element (q, k) sits at unfolded[k·cols + q].
-    let rhs = Mat {
-        data: unfolded,
-        cs: cols,
-        rs: 1,
-    };
+    let rhs = Mat::transposed(unfolded, cols);
     matmul((g.o, k, cols), dw, true, lhs, rhs, par);
 }
 
