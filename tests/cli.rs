@@ -281,3 +281,30 @@ fn per_stage_blocks_and_augmentation_flags_reach_the_model_folder() {
         assert!(stderr.contains(needle), "{flags:?}: {stderr}");
     }
 }
+
+#[test]
+#[cfg(unix)]
+fn output_into_a_closed_pipe_ends_quietly() {
+    // `candle-face detect … | head -1`: the reader is gone before the output is written. The
+    // program must end (killed by SIGPIPE, as Unix tools are), not panic in println!.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for i in 0..40 {
+        let p = tmp.path().join(format!("grey{i}.png"));
+        image::RgbImage::from_pixel(48, 48, image::Rgb([100, 100, 100]))
+            .save(&p)
+            .unwrap();
+        files.push(p);
+    }
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("candle-face"))
+        .arg("detect")
+        .args(&files)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

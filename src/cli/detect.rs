@@ -13,15 +13,19 @@ pub enum CropArg {
     Lfw,
     /// facenet-pytorch's crop: the box, margin 0, 160×160.
     Facenet,
+    /// LFW's framing, 250×250, with the five landmarks moved onto their median LFW positions.
+    LfwAligned,
     /// Five-point alignment onto the ArcFace template, 112×112.
     Aligned,
 }
 
 impl CropArg {
-    fn recipe(self) -> FaceCrop {
+    /// The recipe this argument names.
+    pub fn recipe(self) -> FaceCrop {
         match self {
             CropArg::Lfw => FaceCrop::lfw_deep_funneled(),
             CropArg::Facenet => FaceCrop::facenet(),
+            CropArg::LfwAligned => FaceCrop::lfw_aligned(),
             CropArg::Aligned => FaceCrop::Aligned { size: 112 },
         }
     }

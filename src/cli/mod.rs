@@ -8,6 +8,7 @@ mod embed;
 mod eval;
 mod gallery;
 mod model_arg;
+mod prepare;
 mod train;
 mod verify;
 
@@ -41,6 +42,9 @@ enum Command {
     Identify(gallery::IdentifyArgs),
     /// Find faces and landmarks in photos (bundled MTCNN); optionally write face crops.
     Detect(detect::DetectCmdArgs),
+    /// Detect and crop the main face of every image of a labelled folder into a new folder
+    /// (training data from raw photos).
+    Prepare(prepare::PrepareArgs),
     /// Convert facenet-pytorch weights (InceptionResnetV1, MTCNN) into candle-face folders.
     Convert(convert::ConvertArgs),
     /// Generate a small synthetic labelled set, train on it for a short while and verify
@@ -56,6 +60,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Embed(a) => embed::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Detect(a) => detect::run(a),
+        Command::Prepare(a) => prepare::run(a),
         Command::Convert(a) => convert::run(a),
         Command::Eval(a) => eval::run_eval(a),
         Command::Calibrate(a) => eval::run_calibrate(a),

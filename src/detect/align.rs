@@ -255,6 +255,22 @@ pub fn align_face(img: &RgbImage, landmarks: &[[f32; 2]; 5], size: u32) -> Resul
     warp_similarity(img, &m, size, size)
 }
 
+/// Aligns a face onto an arbitrary five-point `template` (pixels of the `size × size` output):
+/// the least-squares similarity from `landmarks` onto it, then a bilinear warp (black outside
+/// the photo). Fails when either point set is degenerate or `size` is 0.
+pub fn align_face_to(
+    img: &RgbImage,
+    landmarks: &[[f32; 2]; 5],
+    template: &[[f32; 2]; 5],
+    size: u32,
+) -> Result<RgbImage> {
+    if size == 0 {
+        return Err(Error::InvalidArgument("crop size must be > 0".into()));
+    }
+    let m = Similarity::estimate(landmarks, template)?;
+    warp_similarity(img, &m, size, size)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,6 +393,45 @@ mod tests {
                 "{t:?} vs ({mx}, {my})"
             );
         }
+    }
+
+    #[test]
+    fn landmarks_land_on_a_custom_template() {
+        // An arbitrary template (not a scaled ArcFace one) in a 90×90 output; the landmarks are
+        // a rotated, scaled copy of it, so the fit is exact and each blob must land on its point.
+        let tpl = [
+            [30.0, 35.0],
+            [60.0, 33.0],
+            [46.0, 50.0],
+            [34.0, 66.0],
+            [58.0, 65.0],
+        ];
+        let truth = Similarity::new(2.1, -0.3, 25.0, 70.0);
+        let lm = tpl.map(|p| truth.apply(p));
+        let img = blobs(&lm, 300, 300, 3.0);
+        let out = align_face_to(&img, &lm, &tpl, 90).unwrap();
+        assert_eq!(out.dimensions(), (90, 90));
+        for t in tpl {
+            let (mut sw, mut sx, mut sy) = (0.0f64, 0.0f64, 0.0f64);
+            let (cx, cy) = (t[0].round() as i64, t[1].round() as i64);
+            for y in cy - 5..=cy + 5 {
+                for x in cx - 5..=cx + 5 {
+                    let v = f64::from(out.get_pixel(x as u32, y as u32)[0]);
+                    sw += v;
+                    sx += v * x as f64;
+                    sy += v * y as f64;
+                }
+            }
+            assert!(sw > 0.0);
+            let (mx, my) = (sx / sw, sy / sw);
+            assert!(
+                close(mx, t[0].into(), 0.3) && close(my, t[1].into(), 0.3),
+                "{t:?} vs ({mx}, {my})"
+            );
+        }
+        assert!(align_face_to(&img, &lm, &[[5.0, 5.0]; 5], 90).is_err());
+        assert!(align_face_to(&img, &[[5.0, 5.0]; 5], &tpl, 90).is_err());
+        assert!(align_face_to(&img, &lm, &tpl, 0).is_err());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! - [`Mtcnn`]: the cascade ([`Mtcnn::detect`] → [`Face`]s, largest first);
 //! - [`extract_face`], [`align_face`], [`CropMode`]: cutting a face out for the embedding net;
 //! - [`FaceCrop`]: the crop recipe a model's `config.json` records for detection;
+//! - [`prepare_folder`]: a labelled folder of photos → the same tree of face crops;
 //! - [`bundled_mtcnn`]: the detector weights built into the crate (no download needed);
 //! - [`read_legacy_pt`], [`convert_mtcnn_pt`]: reading facenet-pytorch's shipped `.pt` files.
 //!
@@ -35,11 +36,13 @@ pub mod mtcnn;
 pub mod nms;
 pub mod onet;
 pub mod pnet;
+pub mod prepare;
 pub mod resize;
 pub mod rnet;
 
 pub use align::{
-    align_face, extract_face, template, warp_similarity, CropMode, Similarity, ARCFACE_TEMPLATE_112,
+    align_face, align_face_to, extract_face, template, warp_similarity, CropMode, Similarity,
+    ARCFACE_TEMPLATE_112,
 };
 pub use bundled::{bundled_mtcnn, BUNDLED_MTCNN_NOTICE};
 pub use face_crop::FaceCrop;
@@ -47,5 +50,6 @@ pub use legacy_pt::{convert_mtcnn_pt, read_legacy_pt};
 pub use mtcnn::{DetectTrace, Face, Mtcnn, MtcnnConfig};
 pub use onet::ONet;
 pub use pnet::PNet;
+pub use prepare::{prepare_folder, FacePick, PrepareOptions, PrepareReport};
 pub use resize::FloatImage;
 pub use rnet::RNet;

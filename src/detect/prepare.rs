@@ -1,0 +1,261 @@
+//! Face crops for a whole labelled folder: `root/<person>/<image>` in, the same tree of PNG face
+//! crops out, cut the way a model expects ([`FaceCrop`]). This is how raw photos become training
+//! data: train on the prepared folder, then verify with detection on (`--detect`), so training
+//! and inference see the same crops.
+//!
+//! ```no_run
+//! # fn main() -> candle_face::Result<()> {
+//! use candle_face::detect::{prepare_folder, FaceCrop, PrepareOptions};
+//! use candle_face::infer::FaceFinder;
+//! let finder = FaceFinder::bundled(FaceCrop::lfw_aligned(), &candle_core::Device::Cpu)?;
+//! let report = prepare_folder("photos".as_ref(), "crops".as_ref(), &finder, &PrepareOptions::default())?;
+//! println!("{} written, {} without a face", report.written, report.no_face.len());
+//! # Ok(())
+//! # }
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rayon::prelude::*;
+
+use crate::data::folder::ImageFolder;
+use crate::data::image_io::load_image;
+use crate::detect::Face;
+use crate::infer::FaceFinder;
+use crate::{Error, Result};
+
+/// Which face of a photo with several is cropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FacePick {
+    /// The largest detection, as `--detect` does at inference.
+    #[default]
+    Largest,
+    /// The detection whose box centre is nearest the image centre: right for sets whose
+    /// photos are centred on the labelled person, like LFW, where 1422 of the 9525 training
+    /// images hold more than one face and in 220 the centred one is not the largest.
+    Central,
+}
+
+impl FacePick {
+    /// The chosen face of `faces` (as [`crate::detect::Mtcnn::detect`] returns them) in a
+    /// `width × height` image.
+    pub fn choose(self, faces: &[Face], width: u32, height: u32) -> Option<&Face> {
+        match self {
+            // The first of equal areas, like `detect`'s own largest-first order.
+            FacePick::Largest => faces
+                .iter()
+                .reduce(|a, b| if b.area() > a.area() { b } else { a }),
+            FacePick::Central => {
+                let (cx, cy) = (width as f32 / 2.0, height as f32 / 2.0);
+                let d = |f: &Face| {
+                    let (x, y) = ((f.bbox[0] + f.bbox[2]) / 2.0, (f.bbox[1] + f.bbox[3]) / 2.0);
+                    (x - cx).powi(2) + (y - cy).powi(2)
+                };
+                faces.iter().min_by(|a, b| d(a).total_cmp(&d(b)))
+            }
+        }
+    }
+}
+
+/// Options of [`prepare_folder`].
+#[derive(Debug, Clone, Default)]
+pub struct PrepareOptions {
+    /// Which face is cropped from photos with several.
+    pub pick: FacePick,
+    /// Write crops again even where the output file exists (otherwise existing crops are kept,
+    /// so an interrupted run continues where it stopped).
+    pub overwrite: bool,
+    /// Called after each image with (images done, images in all); for progress display.
+    pub progress: Option<fn(usize, usize)>,
+}
+
+/// What [`prepare_folder`] did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PrepareReport {
+    /// People in the source folder.
+    pub people: usize,
+    /// Images in the source folder.
+    pub images: usize,
+    /// Crops written in this run.
+    pub written: usize,
+    /// Crops already present and kept.
+    pub kept: usize,
+    /// Images in which no face was found (skipped).
+    pub no_face: Vec<PathBuf>,
+    /// Images that could not be read or cropped, with the reason (skipped).
+    pub failed: Vec<(PathBuf, String)>,
+    /// Entries of the source folder the scan could not read (skipped).
+    pub unreadable: Vec<(PathBuf, String)>,
+}
+
+/// `path` made absolute with symlinks resolved, also when it does not exist yet: its nearest
+/// existing ancestor canonicalized, the rest appended.
+fn resolve(path: &Path) -> Option<PathBuf> {
+    let abs = std::path::absolute(path).ok()?;
+    let mut rest = Vec::new();
+    let mut cur = abs.as_path();
+    loop {
+        if let Ok(c) = cur.canonicalize() {
+            return Some(rest.iter().rev().fold(c, |p, part| p.join(part)));
+        }
+        rest.push(cur.file_name()?.to_os_string());
+        cur = cur.parent()?;
+    }
+}
+
+/// The output path of `image` (under `root`) in `out`: same person folder, same file stem,
+/// `.png`.
+fn output_path(out: &Path, person: &str, image: &Path) -> PathBuf {
+    let stem = image
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "image".into());
+    out.join(person).join(format!("{stem}.png"))
+}
+
+/// Detects the main face ([`PrepareOptions::pick`]: by default the largest, as `--detect` does
+/// at inference) of every image of `root/<person>/<image>` and writes its crop to `out/<person>/<stem>.png`.
+///
+/// Images without a face, unreadable images and images that fail to crop are reported in the
+/// [`PrepareReport`] and skipped, never fatal. Each crop is written under a temporary name and
+/// renamed, so an interrupted run leaves only whole files; a second run keeps them (unless
+/// [`PrepareOptions::overwrite`]). Two images of one person with the same stem (`a.jpg`,
+/// `a.png`) would map to one output: that is an error before anything is written.
+///
+/// # Errors
+/// [`Error::Dataset`] when `root` cannot be scanned (see [`ImageFolder::scan`]), when `out` lies
+/// inside `root` or equals it, or on clashing stems; [`Error::Io`] when the output folder
+/// cannot be created.
+pub fn prepare_folder(
+    root: &Path,
+    out: &Path,
+    finder: &FaceFinder,
+    opts: &PrepareOptions,
+) -> Result<PrepareReport> {
+    let folder = ImageFolder::scan(root)?;
+    if let (Ok(r), Some(o)) = (root.canonicalize(), resolve(out)) {
+        if o.starts_with(&r) {
+            return Err(Error::dataset(
+                out,
+                format!(
+                    "the output folder lies inside the source folder {}: crops would be scanned \
+                     as training images",
+                    root.display()
+                ),
+            ));
+        }
+    }
+    let mut jobs = Vec::with_capacity(folder.num_images());
+    for person in &folder.people {
+        let mut seen = std::collections::HashMap::new();
+        for image in &person.images {
+            let dst = output_path(out, &person.name, image);
+            if let Some(prev) = seen.insert(dst.clone(), image.clone()) {
+                return Err(Error::dataset(
+                    image,
+                    format!(
+                        "same file stem as {}: both would be written to {}",
+                        prev.display(),
+                        dst.display()
+                    ),
+                ));
+            }
+            jobs.push((image.clone(), dst));
+        }
+    }
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+
+    enum Outcome {
+        Written,
+        Kept,
+        NoFace(PathBuf),
+        Failed(PathBuf, String),
+    }
+    let total = jobs.len();
+    let done = AtomicUsize::new(0);
+    let outcomes: Vec<Outcome> = jobs
+        .par_iter()
+        .map(|(src, dst)| {
+            let outcome = if !opts.overwrite && dst.is_file() {
+                Outcome::Kept
+            } else {
+                match crop_one(finder, opts.pick, src, dst) {
+                    Ok(()) => Outcome::Written,
+                    Err(Error::NoFace { path }) => Outcome::NoFace(path),
+                    Err(e) => Outcome::Failed(src.clone(), e.to_string()),
+                }
+            };
+            let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+            if let Some(progress) = opts.progress {
+                progress(n, total);
+            }
+            outcome
+        })
+        .collect();
+
+    let mut report = PrepareReport {
+        people: folder.num_people(),
+        images: total,
+        unreadable: folder.skipped.clone(),
+        ..Default::default()
+    };
+    for o in outcomes {
+        match o {
+            Outcome::Written => report.written += 1,
+            Outcome::Kept => report.kept += 1,
+            Outcome::NoFace(p) => report.no_face.push(p),
+            Outcome::Failed(p, why) => report.failed.push((p, why)),
+        }
+    }
+    Ok(report)
+}
+
+/// Reads `src`, crops its main face and writes it to `dst` as PNG (atomically).
+fn crop_one(finder: &FaceFinder, pick: FacePick, src: &Path, dst: &Path) -> Result<()> {
+    let img = load_image(src)?;
+    let faces = finder.detector().detect(&img)?;
+    let face = pick
+        .choose(&faces, img.width(), img.height())
+        .ok_or_else(|| Error::NoFace {
+            path: src.to_path_buf(),
+        })?;
+    let crop = finder.crop().apply(&img, face)?;
+    crate::fsutil::write_atomic_with(dst, |tmp| {
+        crop.save_with_format(tmp, image::ImageFormat::Png)
+            .map_err(|e| Error::Image {
+                path: dst.to_path_buf(),
+                reason: format!("cannot write PNG: {e}"),
+            })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn face(bbox: [f32; 4]) -> Face {
+        Face {
+            bbox,
+            score: 0.99,
+            landmarks: [[0.0; 2]; 5],
+        }
+    }
+
+    #[test]
+    fn picks_the_largest_or_the_central_face() {
+        // A large face off to the side and a smaller one in the middle of a 100×100 image.
+        let faces = [face([0.0, 0.0, 40.0, 40.0]), face([40.0, 40.0, 60.0, 62.0])];
+        let big = FacePick::Largest.choose(&faces, 100, 100).unwrap();
+        assert_eq!(big.bbox, faces[0].bbox);
+        let mid = FacePick::Central.choose(&faces, 100, 100).unwrap();
+        assert_eq!(mid.bbox, faces[1].bbox);
+        assert!(FacePick::Central.choose(&[], 100, 100).is_none());
+    }
+
+    #[test]
+    fn output_paths_keep_person_and_stem() {
+        let p = output_path(Path::new("/o"), "Ann", Path::new("/r/Ann/x.y.jpg"));
+        assert_eq!(p, Path::new("/o/Ann/x.y.png"));
+    }
+}
