@@ -308,3 +308,70 @@ fn output_into_a_closed_pipe_ends_quietly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn identity_loss_trains_resumes_and_stays_out_of_the_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let out = tmp.path().join("run");
+    let people = candle_face::demo::write_dataset(&data, 10, 4, 40, 9).unwrap();
+    let with_id = |steps: &str, extra: &[&str]| {
+        let mut args = train_args(&data, &out, steps);
+        args.extend(
+            ["--id-loss", "0.5", "--id-scale", "16"]
+                .iter()
+                .chain(extra)
+                .map(Into::into),
+        );
+        args
+    };
+    cli().args(with_id("5", &[])).assert().success();
+    // The checkpoint holds the classifier (one row per training person), the model does not.
+    let names = |p: &Path| -> Vec<(String, Vec<usize>)> {
+        let bytes = std::fs::read(p).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        st.tensors()
+            .into_iter()
+            .map(|(n, v)| (n, v.shape().to_vec()))
+            .collect()
+    };
+    let ckpt = out.join("checkpoints/step-00000005.safetensors");
+    let head: Vec<_> = names(&ckpt)
+        .into_iter()
+        .filter(|(n, _)| n.contains("training_only.id_head.weight"))
+        .collect();
+    assert!(
+        head.iter().any(|(_, s)| s == &vec![7, 16]),
+        "7 training people × 16 dims: {head:?}"
+    );
+    let model = names(&out.join("model.safetensors"));
+    assert!(!model.is_empty());
+    assert!(model.iter().all(|(n, _)| !n.starts_with("training_only")), "{model:?}");
+    let cfg = std::fs::read_to_string(out.join("config.json")).unwrap();
+    assert!(cfg.contains("identity loss: CosFace"), "{cfg}");
+
+    // Resuming needs the same identity loss; with it, training continues.
+    let mut args = train_args(&data, &out, "8");
+    args.push("--resume".into());
+    let o = cli().args(args).assert().failure();
+    let stderr = String::from_utf8_lossy(&o.get_output().stderr).to_string();
+    assert!(stderr.contains("different options"), "{stderr}");
+    cli().args(with_id("8", &["--resume"])).assert().success();
+    assert!(out.join("checkpoints/step-00000008.safetensors").is_file());
+
+    // The folder verifies through the inference path; bad settings are refused.
+    cli()
+        .args(["verify", "--no-detect", "--model"])
+        .arg(&out)
+        .arg(&people[0][0])
+        .arg(&people[1][0])
+        .assert()
+        .success();
+    for flags in [["--id-margin", "1.5"], ["--id-scale", "0"]] {
+        let mut args = train_args(&data, &tmp.path().join("refused"), "2");
+        args.extend(["--id-loss", "1"].iter().chain(&flags).map(Into::into));
+        let o = cli().args(args).assert().failure();
+        let stderr = String::from_utf8_lossy(&o.get_output().stderr).to_string();
+        assert!(stderr.contains("identity loss"), "{flags:?}: {stderr}");
+    }
+}

@@ -192,6 +192,17 @@ pub struct TrainArgs {
     /// batch-all early on).
     #[arg(long, value_name = "MINING@STEP", value_parser = parse_switch)]
     pub switch_mining: Option<(u64, Mining)>,
+    /// Add an identity-classification loss (CosFace: one weight vector per training person,
+    /// trained with the network and not saved in the model) with this weight to the triplet
+    /// loss; 0 leaves it out.
+    #[arg(long, value_name = "W", default_value_t = 0.0)]
+    pub id_loss: f64,
+    /// The identity loss's logit scale.
+    #[arg(long, value_name = "S", default_value_t = 30.0)]
+    pub id_scale: f64,
+    /// The identity loss's cosine margin.
+    #[arg(long, value_name = "M", default_value_t = 0.2)]
+    pub id_margin: f64,
 }
 
 fn parse_switch(s: &str) -> Result<(u64, Mining), String> {
@@ -285,6 +296,15 @@ impl TrainArgs {
             .cloned()
             .collect();
         o.mining_switch = self.switch_mining;
+        if self.id_loss != 0.0 {
+            let id = candle_face::loss::IdLoss {
+                weight: self.id_loss,
+                scale: self.id_scale,
+                margin: self.id_margin,
+            };
+            id.validate()?;
+            o.id_loss = Some(id);
+        }
         Ok(o)
     }
 }

@@ -19,9 +19,19 @@ use std::path::Path;
 pub fn save_model(dir: &Path, cfg: &ModelConfig, varmap: &VarMap) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let weights = dir.join(&cfg.weights);
+    // Training-only parameters (the identity classifier) are not part of the model.
+    let tensors: std::collections::HashMap<String, candle_core::Tensor> = {
+        let data = varmap
+            .data()
+            .lock()
+            .map_err(|_| Error::Msg("variable map lock poisoned".into()))?;
+        data.iter()
+            .filter(|(n, _)| !n.starts_with(crate::train::TRAINING_ONLY_PREFIX))
+            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+            .collect()
+    };
     crate::fsutil::write_atomic_with(&weights, |tmp| {
-        varmap
-            .save(tmp)
+        candle_core::safetensors::save(&tensors, tmp)
             .map_err(|e| Error::weights(tmp, format!("cannot write: {e}")))
     })?;
     cfg.save(dir)

@@ -18,7 +18,7 @@ use crate::data::loader::{ImageCache, Loader};
 use crate::data::preprocess::Preprocess;
 use crate::data::sampler::PkSampler;
 use crate::data::ImageFolder;
-use crate::loss::{Mining, TripletLoss};
+use crate::loss::{cosface_loss, IdLoss, Mining, TripletLoss};
 use crate::model::{save_model, Architecture, EmbeddingNet, ModelConfig, TrainingSummary};
 use crate::{Error, Result};
 use candle_core::{DType, Device, ModuleT, Var};
@@ -32,6 +32,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 use validate::{ValPairs, ValResult};
+
+/// Name prefix of parameters that exist only for training (the identity classifier of
+/// [`TrainOptions::id_loss`]): kept in checkpoints, left out of the model folder and of
+/// `--init`.
+pub const TRAINING_ONLY_PREFIX: &str = "training_only.";
 
 /// Fraction of extra context cached around the crop for augmentation.
 pub const CACHE_MARGIN: f32 = 0.15;
@@ -133,6 +138,10 @@ pub struct TrainOptions {
     /// batch-hard from step 1500.
     #[serde(default)]
     pub mining_switch: Option<(u64, Mining)>,
+    /// An identity-classification loss added to the triplet loss ([`crate::loss::cosface`]):
+    /// one weight vector per training person, trained with the network, not saved in the model.
+    #[serde(default)]
+    pub id_loss: Option<IdLoss>,
 }
 
 impl TrainOptions {
@@ -164,6 +173,7 @@ impl TrainOptions {
             init: None,
             freeze: Vec::new(),
             mining_switch: None,
+            id_loss: None,
         }
     }
 
@@ -182,6 +192,9 @@ impl TrainOptions {
         // Only when used, so checkpoints written before the option existed still resume.
         if self.singletons_per_batch > 0 {
             key["singletons_per_batch"] = self.singletons_per_batch.into();
+        }
+        if let Some(id) = &self.id_loss {
+            key["id_loss"] = serde_json::json!(id);
         }
         key
     }
@@ -219,6 +232,9 @@ impl TrainOptions {
                 "--lr {} must be positive",
                 self.optimizer.lr
             )));
+        }
+        if let Some(id) = &self.id_loss {
+            id.validate()?;
         }
         if self.preprocess.image_size as usize != self.architecture.image_size() {
             return Err(Error::InvalidArgument(format!(
@@ -379,6 +395,9 @@ pub fn init_varmap(
         .lock()
         .map_err(|_| Error::Msg("variable map lock poisoned".into()))?;
     for (name, var) in data.iter() {
+        if name.starts_with(TRAINING_ONLY_PREFIX) {
+            continue;
+        }
         let t = tensors.get(name).ok_or_else(|| {
             Error::weights(
                 source,
@@ -411,7 +430,12 @@ pub fn trainable_vars(varmap: &VarMap) -> Result<Vec<(String, Var, bool)>> {
         .iter()
         .filter(|(n, _)| !n.ends_with("running_mean") && !n.ends_with("running_var"))
         .map(|(n, v)| {
-            let decay = n.ends_with(".weight") && !n.contains(".bn.") && v.rank() > 1;
+            // The identity classifier's rows are normalized in the loss: decay would only
+            // shrink them and raise their effective learning rate.
+            let decay = n.ends_with(".weight")
+                && !n.contains(".bn.")
+                && v.rank() > 1
+                && !n.starts_with(TRAINING_ONLY_PREFIX);
             (n.clone(), v.clone(), decay)
         })
         .collect();
@@ -520,6 +544,12 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
             )
         });
     }
+    if let Some(id) = &opts.id_loss {
+        notes.push(format!(
+            "identity loss: CosFace over the training people, scale {}, margin {}, weight {}",
+            id.scale, id.margin, id.weight
+        ));
+    }
     if opts.singletons_per_batch > 0 {
         notes.push(format!(
             "{} of the {} people of each batch have a single image (augmented views of it)",
@@ -597,7 +627,18 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
     // Model and optimizer.
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
-    let net = EmbeddingNet::new(&opts.architecture, vb)?;
+    let net = EmbeddingNet::new(&opts.architecture, vb.clone())?;
+    let id_head = match &opts.id_loss {
+        Some(_) => Some(vb.pp(TRAINING_ONLY_PREFIX.trim_end_matches('.')).pp("id_head").get_with_hints(
+            (train_people, opts.architecture.embedding_dim()),
+            "weight",
+            candle_nn::Init::Randn {
+                mean: 0.0,
+                stdev: 1.0,
+            },
+        )?),
+        None => None,
+    };
     if let (Some((_, tensors)), None) = (&init, &resume) {
         init_varmap(&varmap, tensors, opts.init.as_deref().unwrap_or_default())?;
     }
@@ -735,7 +776,11 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
             },
             _ => opts.loss,
         };
-        let out_loss = loss_fn.forward(&emb, &batch.labels)?;
+        let mut out_loss = loss_fn.forward(&emb, &batch.labels)?;
+        if let (Some(id), Some(head)) = (&opts.id_loss, &id_head) {
+            let ce = cosface_loss(&emb, head, &batch.labels, id.scale, id.margin)?;
+            out_loss.loss = (out_loss.loss + (ce * id.weight)?)?;
+        }
         let loss_value = out_loss.loss.to_scalar::<f32>()?;
         if !loss_value.is_finite() {
             match opts.nan_policy {
