@@ -203,6 +203,9 @@ pub struct TrainArgs {
     /// The identity loss's cosine margin.
     #[arg(long, value_name = "M", default_value_t = 0.2)]
     pub id_margin: f64,
+    /// Only people with at least N training images get an identity class.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub id_min_images: usize,
 }
 
 fn parse_switch(s: &str) -> Result<(u64, Mining), String> {
@@ -301,6 +304,7 @@ impl TrainArgs {
                 weight: self.id_loss,
                 scale: self.id_scale,
                 margin: self.id_margin,
+                min_images: self.id_min_images,
             };
             id.validate()?;
             o.id_loss = Some(id);

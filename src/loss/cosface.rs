@@ -25,6 +25,16 @@ pub struct IdLoss {
     pub scale: f64,
     /// Additive cosine margin `m`.
     pub margin: f64,
+    /// Only people with at least this many training images get a class (others, such as the
+    /// one-image people of [`crate::train::TrainOptions::singletons_per_batch`], take part in
+    /// the triplet loss only): a class seen through one photo teaches the classifier that
+    /// photo, not the person.
+    #[serde(default = "default_min_images")]
+    pub min_images: usize,
+}
+
+fn default_min_images() -> usize {
+    2
 }
 
 impl Default for IdLoss {
@@ -33,6 +43,7 @@ impl Default for IdLoss {
             weight: 1.0,
             scale: 30.0,
             margin: 0.2,
+            min_images: default_min_images(),
         }
     }
 }
@@ -44,13 +55,15 @@ impl IdLoss {
             && self.weight > 0.0
             && self.scale.is_finite()
             && self.scale > 0.0
-            && (0.0..1.0).contains(&self.margin);
+            && (0.0..1.0).contains(&self.margin)
+            && self.min_images >= 1;
         if ok {
             Ok(())
         } else {
             Err(Error::InvalidArgument(format!(
-                "identity loss: weight {} and scale {} must be positive, margin {} in [0, 1)",
-                self.weight, self.scale, self.margin
+                "identity loss: weight {} and scale {} must be positive, margin {} in [0, 1), \
+                 minimum images {} at least 1",
+                self.weight, self.scale, self.margin, self.min_images
             )))
         }
     }
@@ -135,10 +148,18 @@ mod tests {
 
     fn data() -> (Vec<Vec<f64>>, Vec<Vec<f64>>, Vec<usize>) {
         let emb = (0..6)
-            .map(|i| (0..4).map(|k| ((i * 7 + k * 3) as f64 * 0.37).sin()).collect())
+            .map(|i| {
+                (0..4)
+                    .map(|k| ((i * 7 + k * 3) as f64 * 0.37).sin())
+                    .collect()
+            })
             .collect();
         let w = (0..5)
-            .map(|j| (0..4).map(|k| ((j * 5 + k * 11) as f64 * 0.53).cos() * 2.0).collect())
+            .map(|j| {
+                (0..4)
+                    .map(|k| ((j * 5 + k * 11) as f64 * 0.53).cos() * 2.0)
+                    .collect()
+            })
             .collect();
         (emb, w, vec![0, 0, 3, 3, 4, 1])
     }
@@ -227,7 +248,12 @@ mod tests {
         let bad = Tensor::new(&[1u32, 4], &Device::Cpu).unwrap();
         assert!(cosface_loss(&emb, &w, &bad, 30.0, 0.2).is_err());
         assert!(cosface_loss(&emb, &w.t().unwrap(), &labels, 30.0, 0.2).is_err());
-        assert!(IdLoss { margin: 1.0, ..Default::default() }.validate().is_err());
+        assert!(IdLoss {
+            margin: 1.0,
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
         assert!(IdLoss::default().validate().is_ok());
     }
 }

@@ -546,8 +546,8 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
     }
     if let Some(id) = &opts.id_loss {
         notes.push(format!(
-            "identity loss: CosFace over the training people, scale {}, margin {}, weight {}",
-            id.scale, id.margin, id.weight
+            "identity loss: CosFace over the training people with {}+ images, scale {}, margin {}, weight {}",
+            id.min_images, id.scale, id.margin, id.weight
         ));
     }
     if opts.singletons_per_batch > 0 {
@@ -628,15 +628,46 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
     let net = EmbeddingNet::new(&opts.architecture, vb.clone())?;
+    // Identity classes: the training people with enough images, numbered in label order.
+    let id_classes: Vec<Option<u32>> = match &opts.id_loss {
+        Some(id) => {
+            let mut next = 0u32;
+            train_cache
+                .images_per_person()
+                .iter()
+                .map(|&n| {
+                    (n >= id.min_images).then(|| {
+                        next += 1;
+                        next - 1
+                    })
+                })
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    let n_classes = id_classes.iter().flatten().count();
     let id_head = match &opts.id_loss {
-        Some(_) => Some(vb.pp(TRAINING_ONLY_PREFIX.trim_end_matches('.')).pp("id_head").get_with_hints(
-            (train_people, opts.architecture.embedding_dim()),
-            "weight",
-            candle_nn::Init::Randn {
-                mean: 0.0,
-                stdev: 1.0,
-            },
-        )?),
+        Some(id) => {
+            if n_classes < 2 {
+                return Err(Error::InvalidArgument(format!(
+                    "--id-loss: {n_classes} training people have {} or more images; the \
+                     identity loss needs at least two",
+                    id.min_images
+                )));
+            }
+            Some(
+                vb.pp(TRAINING_ONLY_PREFIX.trim_end_matches('.'))
+                    .pp("id_head")
+                    .get_with_hints(
+                        (n_classes, opts.architecture.embedding_dim()),
+                        "weight",
+                        candle_nn::Init::Randn {
+                            mean: 0.0,
+                            stdev: 1.0,
+                        },
+                    )?,
+            )
+        }
         None => None,
     };
     if let (Some((_, tensors)), None) = (&init, &resume) {
@@ -778,8 +809,20 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
         };
         let mut out_loss = loss_fn.forward(&emb, &batch.labels)?;
         if let (Some(id), Some(head)) = (&opts.id_loss, &id_head) {
-            let ce = cosface_loss(&emb, head, &batch.labels, id.scale, id.margin)?;
-            out_loss.loss = (out_loss.loss + (ce * id.weight)?)?;
+            let (rows, classes): (Vec<u32>, Vec<u32>) = batch
+                .labels
+                .to_vec1::<u32>()?
+                .iter()
+                .enumerate()
+                .filter_map(|(i, &l)| id_classes[l as usize].map(|c| (i as u32, c)))
+                .unzip();
+            if !rows.is_empty() {
+                let n = rows.len();
+                let emb = emb.index_select(&candle_core::Tensor::from_vec(rows, n, &device)?, 0)?;
+                let classes = candle_core::Tensor::from_vec(classes, n, &device)?;
+                let ce = cosface_loss(&emb, head, &classes, id.scale, id.margin)?;
+                out_loss.loss = (out_loss.loss + (ce * id.weight)?)?;
+            }
         }
         let loss_value = out_loss.loss.to_scalar::<f32>()?;
         if !loss_value.is_finite() {
