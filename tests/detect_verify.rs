@@ -37,14 +37,7 @@ fn verdict(model_args: &[&str], a: &Path, b: &Path, detect: bool) -> (bool, f32)
 }
 
 fn first_images(person: &Path, n: usize) -> Vec<PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(person)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    v.sort();
-    v.truncate(n);
-    v
+    common::sorted_files(person, n)
 }
 
 #[test]

@@ -16,13 +16,7 @@ use image::{imageops, Rgb, RgbImage};
 use std::path::Path;
 
 fn first_image(person: &Path) -> std::path::PathBuf {
-    let mut v: Vec<_> = std::fs::read_dir(person)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    v.sort();
-    v.remove(0)
+    common::sorted_files(person, 1).remove(0)
 }
 
 /// `src/Ann`: a 640×480 scene with Ann's face in the middle and a larger face of someone else

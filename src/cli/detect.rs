@@ -54,18 +54,24 @@ pub struct DetectCmdArgs {
     json: bool,
 }
 
-/// Runs `detect`. Images that cannot be read are reported and skipped; the exit status is an
-/// error when none could be read.
-pub fn run(a: DetectCmdArgs) -> Result<()> {
+/// The MTCNN of `--mtcnn DIR` (or the bundled one) looking for faces of at least
+/// `min_face_size` pixels, on the CPU.
+pub fn load_detector(dir: Option<&std::path::Path>, min_face_size: f64) -> Result<Mtcnn> {
     let dev = Device::Cpu;
-    let m = match &a.mtcnn {
+    let m = match dir {
         Some(dir) => Mtcnn::load(dir, &dev)?,
         None => bundled_mtcnn(&dev)?,
     };
-    let m = m.with_config(MtcnnConfig {
-        min_face_size: a.min_face_size,
+    Ok(m.with_config(MtcnnConfig {
+        min_face_size,
         ..MtcnnConfig::default()
-    })?;
+    })?)
+}
+
+/// Runs `detect`. Images that cannot be read are reported and skipped; the exit status is an
+/// error when none could be read.
+pub fn run(a: DetectCmdArgs) -> Result<()> {
+    let m = load_detector(a.mtcnn.as_deref(), a.min_face_size)?;
     let recipe = a.crop.recipe();
     if let Some(dir) = &a.crops {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;

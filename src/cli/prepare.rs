@@ -1,14 +1,13 @@
 //! `candle-face prepare`: a labelled folder of photos → the same folder of face crops.
 
 use anyhow::{Context, Result};
-use candle_core::Device;
 use candle_face::detect::{
     bundled_mtcnn, prepare_folder, FacePick, Mtcnn, MtcnnConfig, PrepareOptions,
 };
 use candle_face::infer::FaceFinder;
 use std::path::PathBuf;
 
-use super::detect::CropArg;
+use super::detect::{load_detector, CropArg};
 
 /// `--pick` values.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -56,15 +55,7 @@ pub struct PrepareArgs {
 /// Runs `prepare`: prints a summary and the skipped images; fails only when the source folder
 /// cannot be used or no crop exists afterwards.
 pub fn run(a: PrepareArgs) -> Result<()> {
-    let dev = Device::Cpu;
-    let m = match &a.mtcnn {
-        Some(dir) => Mtcnn::load(dir, &dev)?,
-        None => bundled_mtcnn(&dev)?,
-    };
-    let m = m.with_config(MtcnnConfig {
-        min_face_size: a.min_face_size,
-        ..MtcnnConfig::default()
-    })?;
+    let m = load_detector(a.mtcnn.as_deref(), a.min_face_size)?;
     let finder = FaceFinder::new(m, a.crop.recipe())?;
     let opts = PrepareOptions {
         overwrite: a.overwrite,

@@ -169,15 +169,15 @@ mod tests {
         Tensor::from_vec(flat, (v.len(), v[0].len()), &Device::Cpu).unwrap()
     }
 
+    fn label_tensor(labels: &[usize]) -> Tensor {
+        let v: Vec<u32> = labels.iter().map(|&l| l as u32).collect();
+        Tensor::from_vec(v, labels.len(), &Device::Cpu).unwrap()
+    }
+
     #[test]
     fn matches_the_loop_reference() {
         let (emb, w, labels) = data();
-        let lt = Tensor::from_vec(
-            labels.iter().map(|&l| l as u32).collect::<Vec<_>>(),
-            labels.len(),
-            &Device::Cpu,
-        )
-        .unwrap();
+        let lt = label_tensor(&labels);
         for (s, m) in [(1.0, 0.0), (30.0, 0.2), (16.0, 0.35)] {
             let got = cosface_loss(&tensor(&emb), &tensor(&w), &lt, s, m)
                 .unwrap()
@@ -194,12 +194,7 @@ mod tests {
     #[test]
     fn gradients_match_finite_differences() {
         let (emb, w, labels) = data();
-        let lt = Tensor::from_vec(
-            labels.iter().map(|&l| l as u32).collect::<Vec<_>>(),
-            labels.len(),
-            &Device::Cpu,
-        )
-        .unwrap();
+        let lt = label_tensor(&labels);
         let (s, m) = (8.0, 0.2);
         let ev = Var::from_tensor(&tensor(&emb).to_dtype(DType::F64).unwrap()).unwrap();
         let wv = Var::from_tensor(&tensor(&w).to_dtype(DType::F64).unwrap()).unwrap();

@@ -29,3 +29,15 @@ pub fn shared_path(rel: &str) -> Option<PathBuf> {
         None
     }
 }
+
+/// The first `n` entries of `dir`, sorted by path.
+pub fn sorted_files(dir: &std::path::Path, n: usize) -> Vec<PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    v.sort();
+    v.truncate(n);
+    v
+}
