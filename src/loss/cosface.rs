@@ -241,8 +241,8 @@ mod tests {
         assert!(ge.to_vec1::<f32>().unwrap().iter().all(|v| v.is_finite()));
         let emb = emb.as_tensor();
         let bad = Tensor::new(&[1u32, 4], &Device::Cpu).unwrap();
-        assert!(cosface_loss(&emb, &w, &bad, 30.0, 0.2).is_err());
-        assert!(cosface_loss(&emb, &w.t().unwrap(), &labels, 30.0, 0.2).is_err());
+        assert!(cosface_loss(emb, &w, &bad, 30.0, 0.2).is_err());
+        assert!(cosface_loss(emb, &w.t().unwrap(), &labels, 30.0, 0.2).is_err());
         assert!(IdLoss {
             margin: 1.0,
             ..Default::default()
