@@ -1,9 +1,7 @@
 //! `candle-face prepare`: a labelled folder of photos → the same folder of face crops.
 
 use anyhow::{Context, Result};
-use candle_face::detect::{
-    bundled_mtcnn, prepare_folder, FacePick, Mtcnn, MtcnnConfig, PrepareOptions,
-};
+use candle_face::detect::{prepare_folder, FacePick, PrepareOptions};
 use candle_face::infer::FaceFinder;
 use std::path::PathBuf;
 
