@@ -2,7 +2,7 @@
 //! named recipe stored in the model's `config.json` (`face_crop`), so detection at inference
 //! produces crops that look like the ones the model was trained on.
 
-use super::align::{align_face, align_face_to, extract_face};
+use super::align::{align_face, align_face_to, extract_face, prefilter_region};
 use super::mtcnn::Face;
 use crate::{Error, Result};
 use image::RgbImage;
@@ -153,7 +153,9 @@ pub const LFW_BOX_SCALE: f32 = 2.02;
 /// See [`FaceCrop::lfw_deep_funneled`].
 pub const LFW_Y_SHIFT: f32 = -0.017;
 
-/// The square crop of [`FaceCrop::Square`], bilinear resampling, black outside the photo.
+/// The square crop of [`FaceCrop::Square`], bilinear resampling, black outside the photo; a
+/// crop that shrinks the face by more than [`super::align::PREFILTER_STEP`] is taken from a
+/// low-passed copy ([`prefilter_region`]) so it does not alias.
 pub fn square_crop(
     img: &RgbImage,
     bbox: [f32; 4],
@@ -168,6 +170,33 @@ pub fn square_crop(
             "cannot crop face box {bbox:?} to {size}×{size}"
         )));
     }
+    let side = box_scale * w.max(h);
+    let cx = (x1 + x2) / 2.0;
+    let cy = (y1 + y2) / 2.0 + y_shift * h;
+    let (x0, y0) = (cx - side / 2.0, cy - side / 2.0);
+    let step = side / size as f32;
+    // A large face: cut from a low-passed copy at about one pixel per output pixel instead.
+    let roi = [x0, y0, x0 + side, y0 + side].map(f64::from);
+    if let Some((small, map)) = prefilter_region(img, roi, f64::from(step)) {
+        // The box in the copy; box scale and shift are relative to it, so the framing holds.
+        let [x1, y1] = map.apply([f64::from(x1), f64::from(y1)]);
+        let [x2, y2] = map.apply([f64::from(x2), f64::from(y2)]);
+        let bbox = [x1, y1, x2, y2].map(|v| v as f32);
+        return square_crop_plain(&small, bbox, box_scale, y_shift, size);
+    }
+    square_crop_plain(img, bbox, box_scale, y_shift, size)
+}
+
+/// [`square_crop`] without the prefilter.
+fn square_crop_plain(
+    img: &RgbImage,
+    bbox: [f32; 4],
+    box_scale: f32,
+    y_shift: f32,
+    size: u32,
+) -> Result<RgbImage> {
+    let [x1, y1, x2, y2] = bbox;
+    let (w, h) = (x2 - x1, y2 - y1);
     let side = box_scale * w.max(h);
     let cx = (x1 + x2) / 2.0;
     let cy = (y1 + y2) / 2.0 + y_shift * h;
@@ -229,6 +258,27 @@ mod tests {
         let out = square_crop(&img, [0.0, 0.0, 10.0, 10.0], 1.0, 0.5, 10).unwrap();
         assert_eq!(out.get_pixel(5, 2).0, [200, 100, 50]);
         assert_eq!(out.get_pixel(5, 7).0, [0, 0, 0]);
+    }
+
+    #[test]
+    fn large_faces_are_prefiltered_and_keep_their_framing() {
+        use crate::detect::align::tests::{channel_stats, is_grey, ramps_and_checkerboard};
+        // A 700-pixel box cut to 250 pixels at box scale 1.3: about 3.6 source pixels per
+        // output pixel, all inside the 2000-pixel image.
+        let img = ramps_and_checkerboard();
+        let bbox = [650.0, 640.0, 1350.0, 1340.0];
+        let plain = square_crop_plain(&img, bbox, 1.3, LFW_Y_SHIFT, 250).unwrap();
+        let filtered = square_crop(&img, bbox, 1.3, LFW_Y_SHIFT, 250).unwrap();
+        for c in 0..2 {
+            let (mean, max, _, _) = channel_stats(&filtered, &plain, c);
+            assert!(mean < 0.8 && max <= 3.0, "ramp {c}: mean {mean}, max {max}");
+        }
+        assert!(!is_grey(&plain, 2), "the unfiltered crop aliases");
+        assert!(
+            is_grey(&filtered, 2),
+            "{:?}",
+            channel_stats(&filtered, &filtered, 2)
+        );
     }
 
     #[test]
