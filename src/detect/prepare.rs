@@ -1,5 +1,5 @@
 //! Face crops for a whole labelled folder: `root/<person>/<image>` in, the same tree of PNG face
-//! crops out, cut the way a model expects ([`FaceCrop`]). This is how raw photos become training
+//! crops out, cut the way a model expects ([`FaceCrop`](super::FaceCrop)). This is how raw photos become training
 //! data: train on the prepared folder, then verify with detection on (`--detect`), so training
 //! and inference see the same crops.
 //!
