@@ -1,7 +1,7 @@
 //! Face crops for a whole labelled folder: `root/<person>/<image>` in, the same tree of PNG face
-//! crops out, cut the way a model expects ([`FaceCrop`](super::FaceCrop)). This is how raw photos become training
-//! data: train on the prepared folder, then verify with detection on (`--detect`), so training
-//! and inference see the same crops.
+//! crops out, cut the way a model expects ([`FaceCrop`](super::FaceCrop)). This is how raw
+//! photos become training data: train on the prepared folder, then verify with detection on
+//! (`--detect`), so training and inference see the same crops.
 //!
 //! ```no_run
 //! # fn main() -> candle_face::Result<()> {
