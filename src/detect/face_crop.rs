@@ -170,11 +170,7 @@ pub fn square_crop(
             "cannot crop face box {bbox:?} to {size}×{size}"
         )));
     }
-    let side = box_scale * w.max(h);
-    let cx = (x1 + x2) / 2.0;
-    let cy = (y1 + y2) / 2.0 + y_shift * h;
-    let (x0, y0) = (cx - side / 2.0, cy - side / 2.0);
-    let step = side / size as f32;
+    let (x0, y0, side, step) = crop_window(bbox, box_scale, y_shift, size);
     // A large face: cut from a low-passed copy at about one pixel per output pixel instead.
     let roi = [x0, y0, x0 + side, y0 + side].map(f64::from);
     if let Some((small, map)) = prefilter_region(img, roi, f64::from(step)) {
@@ -187,6 +183,17 @@ pub fn square_crop(
     square_crop_plain(img, bbox, box_scale, y_shift, size)
 }
 
+/// The crop square of [`square_crop`] in photo pixels: top-left corner, side, and source pixels
+/// per output pixel.
+fn crop_window(bbox: [f32; 4], box_scale: f32, y_shift: f32, size: u32) -> (f32, f32, f32, f32) {
+    let [x1, y1, x2, y2] = bbox;
+    let (w, h) = (x2 - x1, y2 - y1);
+    let side = box_scale * w.max(h);
+    let cx = (x1 + x2) / 2.0;
+    let cy = (y1 + y2) / 2.0 + y_shift * h;
+    (cx - side / 2.0, cy - side / 2.0, side, side / size as f32)
+}
+
 /// [`square_crop`] without the prefilter.
 fn square_crop_plain(
     img: &RgbImage,
@@ -195,13 +202,7 @@ fn square_crop_plain(
     y_shift: f32,
     size: u32,
 ) -> Result<RgbImage> {
-    let [x1, y1, x2, y2] = bbox;
-    let (w, h) = (x2 - x1, y2 - y1);
-    let side = box_scale * w.max(h);
-    let cx = (x1 + x2) / 2.0;
-    let cy = (y1 + y2) / 2.0 + y_shift * h;
-    let (x0, y0) = (cx - side / 2.0, cy - side / 2.0);
-    let step = side / size as f32;
+    let (x0, y0, _, step) = crop_window(bbox, box_scale, y_shift, size);
     let (iw, ih) = (img.width() as i64, img.height() as i64);
     let px = |x: i64, y: i64| -> [f32; 3] {
         if x < 0 || y < 0 || x >= iw || y >= ih {
