@@ -115,7 +115,8 @@ fn output_path(out: &Path, person: &str, image: &Path) -> PathBuf {
 }
 
 /// Detects the main face ([`PrepareOptions::pick`]: by default the largest, as `--detect` does
-/// at inference) of every image of `root/<person>/<image>` and writes its crop to `out/<person>/<stem>.png`.
+/// at inference) of every image of `root/<person>/<image>` and writes its crop to
+/// `out/<person>/<stem>.png`.
 ///
 /// Images without a face, unreadable images and images that fail to crop are reported in the
 /// [`PrepareReport`] and skipped, never fatal. Each crop is written under a temporary name and
@@ -183,6 +184,13 @@ pub fn prepare_folder(
                 match crop_one(finder, opts.pick, src, dst) {
                     Ok(()) => Outcome::Written,
                     Err(Error::NoFace { path }) => Outcome::NoFace(path),
+                    // The reason without the path (the report pairs them).
+                    Err(Error::Image { path, reason }) if &path == src => {
+                        Outcome::Failed(src.clone(), reason)
+                    }
+                    Err(Error::Io { path, source }) if &path == src => {
+                        Outcome::Failed(src.clone(), source.to_string())
+                    }
                     Err(e) => Outcome::Failed(src.clone(), e.to_string()),
                 }
             };
