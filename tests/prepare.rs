@@ -76,11 +76,9 @@ fn prepare_crops_aligns_reports_and_resumes() {
     let tmp = tempfile::tempdir().unwrap();
     let (src, out) = (tmp.path().join("src"), tmp.path().join("out"));
     build(&lfw, &src);
-    let finder = FaceFinder::bundled(FaceCrop::lfw_aligned(), &Device::Cpu).unwrap();
-    let opts = PrepareOptions {
-        pick: FacePick::Central,
-        ..Default::default()
-    };
+    let largest = FaceFinder::bundled(FaceCrop::lfw_aligned(), &Device::Cpu).unwrap();
+    let finder = largest.clone().with_pick(FacePick::Central);
+    let opts = PrepareOptions::default();
     let r = prepare_folder(&src, &out, &finder, &opts).unwrap();
     assert_eq!(
         (r.people, r.images, r.written, r.kept),
@@ -124,7 +122,7 @@ fn prepare_crops_aligns_reports_and_resumes() {
 
     // With the largest face picked instead, Ann's crop is the other person's face.
     let out_big = tmp.path().join("out-largest");
-    prepare_folder(&src, &out_big, &finder, &PrepareOptions::default()).unwrap();
+    prepare_folder(&src, &out_big, &largest, &opts).unwrap();
     let big = load_image(&out_big.join("Ann/scene.png")).unwrap();
     assert_ne!(big, ann);
 
@@ -186,4 +184,46 @@ fn prepare_command_summarizes_and_names_skipped_files() {
     assert!(stderr.contains("empty.png: no face found"), "{stderr}");
     assert!(stderr.contains("broken.jpg"), "{stderr}");
     assert!(out.join("Bob/powell.png").is_file());
+}
+
+#[test]
+fn verify_detect_picks_the_central_face_when_asked() {
+    if !candle_face::infer::has_bundled_model() {
+        eprintln!("skipping: this build has no default model in models/default");
+        return;
+    }
+    let Some(lfw) = common::shared_path("data/lfw/train") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    build(&lfw, &src);
+    let original = first_image(&lfw.join("George_W_Bush"));
+    let distance = |pick: &str| -> (f64, bool) {
+        let o = Command::cargo_bin("candle-face")
+            .unwrap()
+            .args(["verify", "--json", "--detect", "--pick", pick])
+            .arg(src.join("Ann/scene.png"))
+            .arg(&original)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        (v["distance"].as_f64().unwrap(), v["same"].as_bool().unwrap())
+    };
+    // The scene's central face is the original image's person; the larger one is not.
+    let (central, same) = distance("central");
+    let (largest, _) = distance("largest");
+    assert!(same, "central face: distance {central}");
+    assert!(central < largest, "central {central}, largest {largest}");
+    // --pick without --detect is refused.
+    let o = Command::cargo_bin("candle-face")
+        .unwrap()
+        .args(["verify", "--pick", "central"])
+        .arg(&original)
+        .arg(&original)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--detect"));
 }

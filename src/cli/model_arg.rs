@@ -53,13 +53,17 @@ pub struct DetectArgs {
     /// Use the images as they are (face crops): only the model's own preprocessing (default).
     #[arg(long)]
     pub no_detect: bool,
+    /// With --detect: which face of a photo with several to use, the largest or the one
+    /// nearest the image centre (photos centred on their subject).
+    #[arg(long, value_enum, default_value = "largest", requires = "detect")]
+    pub pick: super::prepare::PickArg,
 }
 
 impl DetectArgs {
     /// Turns detection on in `embedder` when `--detect` was given.
     pub fn apply(&self, embedder: Embedder) -> Result<Embedder> {
         if self.detect {
-            Ok(embedder.with_detection()?)
+            Ok(embedder.with_detection_pick(self.pick.into())?)
         } else {
             Ok(embedder)
         }

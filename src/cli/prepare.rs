@@ -16,6 +16,15 @@ pub enum PickArg {
     Central,
 }
 
+impl From<PickArg> for FacePick {
+    fn from(p: PickArg) -> Self {
+        match p {
+            PickArg::Largest => FacePick::Largest,
+            PickArg::Central => FacePick::Central,
+        }
+    }
+}
+
 /// Arguments of `prepare`.
 #[derive(Debug, clap::Args)]
 pub struct PrepareArgs {
@@ -54,13 +63,9 @@ pub struct PrepareArgs {
 /// cannot be used or no crop exists afterwards.
 pub fn run(a: PrepareArgs) -> Result<()> {
     let m = load_detector(a.mtcnn.as_deref(), a.min_face_size)?;
-    let finder = FaceFinder::new(m, a.crop.recipe())?;
+    let finder = FaceFinder::new(m, a.crop.recipe())?.with_pick(a.pick.into());
     let opts = PrepareOptions {
         overwrite: a.overwrite,
-        pick: match a.pick {
-            PickArg::Largest => FacePick::Largest,
-            PickArg::Central => FacePick::Central,
-        },
         progress: Some(|done, total| {
             if done % 500 == 0 || done == total {
                 eprintln!("{done}/{total} images");

@@ -25,7 +25,7 @@ use crate::detect::Face;
 use crate::infer::FaceFinder;
 use crate::{Error, Result};
 
-/// Which face of a photo with several is cropped.
+/// Which face of a photo with several is the main one ([`FaceFinder::with_pick`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum FacePick {
     /// The largest detection, as `--detect` does at inference.
@@ -61,8 +61,6 @@ impl FacePick {
 /// Options of [`prepare_folder`].
 #[derive(Debug, Clone, Default)]
 pub struct PrepareOptions {
-    /// Which face is cropped from photos with several.
-    pub pick: FacePick,
     /// Write crops again even where the output file exists (otherwise existing crops are kept,
     /// so an interrupted run continues where it stopped).
     pub overwrite: bool,
@@ -114,8 +112,8 @@ fn output_path(out: &Path, person: &str, image: &Path) -> PathBuf {
     out.join(person).join(format!("{stem}.png"))
 }
 
-/// Detects the main face ([`PrepareOptions::pick`]: by default the largest, as `--detect` does
-/// at inference) of every image of `root/<person>/<image>` and writes its crop to
+/// Detects the main face (as `finder` picks it: by default the largest, as `--detect` does at
+/// inference; [`FaceFinder::with_pick`]) of every image of `root/<person>/<image>` and writes its crop to
 /// `out/<person>/<stem>.png`.
 ///
 /// Images without a face, unreadable images and images that fail to crop are reported in the
@@ -181,7 +179,7 @@ pub fn prepare_folder(
             let outcome = if !opts.overwrite && dst.is_file() {
                 Outcome::Kept
             } else {
-                match crop_one(finder, opts.pick, src, dst) {
+                match crop_one(finder, src, dst) {
                     Ok(()) => Outcome::Written,
                     Err(Error::NoFace { path }) => Outcome::NoFace(path),
                     // The reason without the path (the report pairs them).
@@ -220,15 +218,9 @@ pub fn prepare_folder(
 }
 
 /// Reads `src`, crops its main face and writes it to `dst` as PNG (atomically).
-fn crop_one(finder: &FaceFinder, pick: FacePick, src: &Path, dst: &Path) -> Result<()> {
+fn crop_one(finder: &FaceFinder, src: &Path, dst: &Path) -> Result<()> {
     let img = load_image(src)?;
-    let faces = finder.detector().detect(&img)?;
-    let face = pick
-        .choose(&faces, img.width(), img.height())
-        .ok_or_else(|| Error::NoFace {
-            path: src.to_path_buf(),
-        })?;
-    let crop = finder.crop().apply(&img, face)?;
+    let crop = finder.find(&img, src)?;
     crate::fsutil::write_atomic_with(dst, |tmp| {
         crop.save_with_format(tmp, image::ImageFormat::Png)
             .map_err(|e| Error::Image {

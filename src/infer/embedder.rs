@@ -1,6 +1,7 @@
 //! [`Embedder`]: images in, L2-normalised embeddings out, exactly as the model's config says.
 
 use crate::data::image_io::load_image;
+use crate::detect::FacePick;
 use crate::infer::face::FaceFinder;
 use crate::model::{load_model, EmbeddingNet, ModelConfig};
 use crate::{Error, Result};
@@ -74,7 +75,14 @@ impl Embedder {
     /// Turns detection on with the bundled MTCNN and the model's own face-crop recipe
     /// ([`ModelConfig::face_crop_or_default`]).
     pub fn with_detection(self) -> Result<Self> {
-        let finder = FaceFinder::bundled(self.cfg.face_crop_or_default(), &self.device)?;
+        self.with_detection_pick(FacePick::Largest)
+    }
+
+    /// [`with_detection`](Self::with_detection), choosing the main face of photos with several
+    /// by `pick`.
+    pub fn with_detection_pick(self, pick: FacePick) -> Result<Self> {
+        let finder =
+            FaceFinder::bundled(self.cfg.face_crop_or_default(), &self.device)?.with_pick(pick);
         Ok(self.with_face_finder(finder))
     }
 

@@ -1,24 +1,42 @@
 //! [`FaceFinder`]: detection + crop in front of an [`Embedder`](super::Embedder), for raw photos.
 
-use crate::detect::{bundled_mtcnn, Face, FaceCrop, Mtcnn};
+use crate::detect::{bundled_mtcnn, Face, FaceCrop, FacePick, Mtcnn};
 use crate::{Error, Result};
 use candle_core::Device;
 use image::RgbImage;
 use std::path::Path;
 
-/// Finds the main face of a photo (the largest MTCNN detection) and cuts it out with a
-/// [`FaceCrop`] recipe, ready for the model's own preprocessing.
+/// Finds the main face of a photo (by default the largest MTCNN detection; see
+/// [`FaceFinder::with_pick`]) and cuts it out with a [`FaceCrop`] recipe, ready for the model's
+/// own preprocessing.
 #[derive(Debug, Clone)]
 pub struct FaceFinder {
     mtcnn: Mtcnn,
     crop: FaceCrop,
+    pick: FacePick,
 }
 
 impl FaceFinder {
     /// A finder from a loaded detector and a crop recipe.
     pub fn new(mtcnn: Mtcnn, crop: FaceCrop) -> Result<Self> {
         crop.validate()?;
-        Ok(Self { mtcnn, crop })
+        Ok(Self {
+            mtcnn,
+            crop,
+            pick: FacePick::Largest,
+        })
+    }
+
+    /// Chooses the main face of photos with several this way instead of the largest (e.g.
+    /// [`FacePick::Central`] for photos centred on their subject, like LFW's).
+    pub fn with_pick(mut self, pick: FacePick) -> Self {
+        self.pick = pick;
+        self
+    }
+
+    /// How the main face is chosen.
+    pub fn pick(&self) -> FacePick {
+        self.pick
     }
 
     /// The detector built into the crate ([`bundled_mtcnn`]) with `crop`.
@@ -45,13 +63,16 @@ impl FaceFinder {
             .collect()
     }
 
-    /// The crop of the largest face in `img`; [`Error::NoFace`] naming `path` when there is
-    /// none.
+    /// The crop of the main face in `img` ([`pick`](Self::pick)); [`Error::NoFace`] naming
+    /// `path` when there is none.
     pub fn find(&self, img: &RgbImage, path: &Path) -> Result<RgbImage> {
         let faces = self.mtcnn.detect(img)?;
-        let face = faces.first().ok_or_else(|| Error::NoFace {
-            path: path.to_path_buf(),
-        })?;
+        let face = self
+            .pick
+            .choose(&faces, img.width(), img.height())
+            .ok_or_else(|| Error::NoFace {
+                path: path.to_path_buf(),
+            })?;
         self.crop.apply(img, face)
     }
 }
