@@ -209,7 +209,10 @@ fn verify_detect_picks_the_central_face_when_asked() {
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        (v["distance"].as_f64().unwrap(), v["same"].as_bool().unwrap())
+        (
+            v["distance"].as_f64().unwrap(),
+            v["same"].as_bool().unwrap(),
+        )
     };
     // The scene's central face is the original image's person; the larger one is not.
     let (central, same) = distance("central");
