@@ -42,11 +42,7 @@ fn first_images(person: &Path, n: usize) -> Vec<PathBuf> {
 
 #[test]
 fn detect_on_photos_agrees_with_crops() {
-    if !candle_face::infer::has_bundled_model() {
-        eprintln!("skipping: this build has no default model in models/default");
-        return;
-    }
-    let Some(lfw) = common::shared_path("data/lfw/train") else {
+    let Some(lfw) = common::lfw_with_bundled_model() else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();

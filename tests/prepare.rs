@@ -188,11 +188,7 @@ fn prepare_command_summarizes_and_names_skipped_files() {
 
 #[test]
 fn verify_detect_picks_the_central_face_when_asked() {
-    if !candle_face::infer::has_bundled_model() {
-        eprintln!("skipping: this build has no default model in models/default");
-        return;
-    }
-    let Some(lfw) = common::shared_path("data/lfw/train") else {
+    let Some(lfw) = common::lfw_with_bundled_model() else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();

@@ -41,3 +41,13 @@ pub fn sorted_files(dir: &std::path::Path, n: usize) -> Vec<PathBuf> {
     v.truncate(n);
     v
 }
+
+/// `shared/data/lfw/train` when this build also bundles the default model (tests that verify
+/// with it); `None`, saying which is missing, otherwise.
+pub fn lfw_with_bundled_model() -> Option<PathBuf> {
+    if !candle_face::infer::has_bundled_model() {
+        eprintln!("skipping: this build has no default model in models/default");
+        return None;
+    }
+    shared_path("data/lfw/train")
+}
