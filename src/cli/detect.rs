@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use candle_core::Device;
 use candle_face::data::image_io::load_image;
-use candle_face::detect::{bundled_mtcnn, FaceCrop, Mtcnn, MtcnnConfig};
+use candle_face::detect::{bundled_mtcnn, FaceCrop, FacePick, Mtcnn, MtcnnConfig};
 use std::path::PathBuf;
 
 /// Crop recipes selectable on the command line.
@@ -27,6 +27,24 @@ impl CropArg {
             CropArg::Facenet => FaceCrop::facenet(),
             CropArg::LfwAligned => FaceCrop::lfw_aligned(),
             CropArg::Aligned => FaceCrop::Aligned { size: 112 },
+        }
+    }
+}
+
+/// `--pick` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum PickArg {
+    /// The largest face.
+    Largest,
+    /// The face nearest the image centre.
+    Central,
+}
+
+impl From<PickArg> for FacePick {
+    fn from(p: PickArg) -> Self {
+        match p {
+            PickArg::Largest => FacePick::Largest,
+            PickArg::Central => FacePick::Central,
         }
     }
 }

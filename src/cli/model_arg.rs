@@ -56,7 +56,7 @@ pub struct DetectArgs {
     /// With --detect: which face of a photo with several to use, the largest or the one
     /// nearest the image centre (photos centred on their subject).
     #[arg(long, value_enum, default_value = "largest", requires = "detect")]
-    pub pick: super::prepare::PickArg,
+    pub pick: super::detect::PickArg,
 }
 
 impl DetectArgs {

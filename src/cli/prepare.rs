@@ -1,29 +1,11 @@
 //! `candle-face prepare`: a labelled folder of photos → the same folder of face crops.
 
 use anyhow::{Context, Result};
-use candle_face::detect::{prepare_folder, FacePick, PrepareOptions};
+use candle_face::detect::{prepare_folder, PrepareOptions};
 use candle_face::infer::FaceFinder;
 use std::path::PathBuf;
 
-use super::detect::{load_detector, CropArg};
-
-/// `--pick` values.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum PickArg {
-    /// The largest face.
-    Largest,
-    /// The face nearest the image centre.
-    Central,
-}
-
-impl From<PickArg> for FacePick {
-    fn from(p: PickArg) -> Self {
-        match p {
-            PickArg::Largest => FacePick::Largest,
-            PickArg::Central => FacePick::Central,
-        }
-    }
-}
+use super::detect::{load_detector, CropArg, PickArg};
 
 /// Arguments of `prepare`.
 #[derive(Debug, clap::Args)]

@@ -6,7 +6,8 @@
 //! - [`PNet`], [`RNet`], [`ONet`]: the three networks, with facenet-pytorch's parameter names;
 //! - [`Mtcnn`]: the cascade ([`Mtcnn::detect`] → [`Face`]s, largest first);
 //! - [`extract_face`], [`align_face`], [`CropMode`]: cutting a face out for the embedding net;
-//! - [`FaceCrop`]: the crop recipe a model's `config.json` records for detection;
+//! - [`FaceCrop`]: the crop recipe a model's `config.json` records for detection; [`FacePick`]:
+//!   which face of several is the main one;
 //! - [`prepare_folder`]: a labelled folder of photos → the same tree of face crops;
 //! - [`bundled_mtcnn`]: the detector weights built into the crate (no download needed);
 //! - [`read_legacy_pt`], [`convert_mtcnn_pt`]: reading facenet-pytorch's shipped `.pt` files.
@@ -45,11 +46,11 @@ pub use align::{
     ARCFACE_TEMPLATE_112,
 };
 pub use bundled::{bundled_mtcnn, BUNDLED_MTCNN_NOTICE};
-pub use face_crop::FaceCrop;
+pub use face_crop::{FaceCrop, FacePick};
 pub use legacy_pt::{convert_mtcnn_pt, read_legacy_pt};
 pub use mtcnn::{DetectTrace, Face, Mtcnn, MtcnnConfig};
 pub use onet::ONet;
 pub use pnet::PNet;
-pub use prepare::{prepare_folder, FacePick, PrepareOptions, PrepareReport};
+pub use prepare::{prepare_folder, PrepareOptions, PrepareReport};
 pub use resize::FloatImage;
 pub use rnet::RNet;

@@ -21,42 +21,8 @@ use rayon::prelude::*;
 
 use crate::data::folder::ImageFolder;
 use crate::data::image_io::load_image;
-use crate::detect::Face;
 use crate::infer::FaceFinder;
 use crate::{Error, Result};
-
-/// Which face of a photo with several is the main one ([`FaceFinder::with_pick`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum FacePick {
-    /// The largest detection, as `--detect` does at inference.
-    #[default]
-    Largest,
-    /// The detection whose box centre is nearest the image centre: right for sets whose
-    /// photos are centred on the labelled person, like LFW, where 1422 of the 9525 training
-    /// images hold more than one face and in 220 the centred one is not the largest.
-    Central,
-}
-
-impl FacePick {
-    /// The chosen face of `faces` (as [`crate::detect::Mtcnn::detect`] returns them) in a
-    /// `width × height` image.
-    pub fn choose(self, faces: &[Face], width: u32, height: u32) -> Option<&Face> {
-        match self {
-            // The first of equal areas, like `detect`'s own largest-first order.
-            FacePick::Largest => faces
-                .iter()
-                .reduce(|a, b| if b.area() > a.area() { b } else { a }),
-            FacePick::Central => {
-                let (cx, cy) = (width as f32 / 2.0, height as f32 / 2.0);
-                let d = |f: &Face| {
-                    let (x, y) = ((f.bbox[0] + f.bbox[2]) / 2.0, (f.bbox[1] + f.bbox[3]) / 2.0);
-                    (x - cx).powi(2) + (y - cy).powi(2)
-                };
-                faces.iter().min_by(|a, b| d(a).total_cmp(&d(b)))
-            }
-        }
-    }
-}
 
 /// Options of [`prepare_folder`].
 #[derive(Debug, Clone, Default)]
@@ -233,25 +199,6 @@ fn crop_one(finder: &FaceFinder, src: &Path, dst: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn face(bbox: [f32; 4]) -> Face {
-        Face {
-            bbox,
-            score: 0.99,
-            landmarks: [[0.0; 2]; 5],
-        }
-    }
-
-    #[test]
-    fn picks_the_largest_or_the_central_face() {
-        // A large face off to the side and a smaller one in the middle of a 100×100 image.
-        let faces = [face([0.0, 0.0, 40.0, 40.0]), face([40.0, 40.0, 60.0, 62.0])];
-        let big = FacePick::Largest.choose(&faces, 100, 100).unwrap();
-        assert_eq!(big.bbox, faces[0].bbox);
-        let mid = FacePick::Central.choose(&faces, 100, 100).unwrap();
-        assert_eq!(mid.bbox, faces[1].bbox);
-        assert!(FacePick::Central.choose(&[], 100, 100).is_none());
-    }
 
     #[test]
     fn output_paths_keep_person_and_stem() {
