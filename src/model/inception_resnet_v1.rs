@@ -18,7 +18,7 @@ use candle_core::{Module, ModuleT, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use crate::model::layers::{BatchNorm2d, Conv2d as FastConv2d};
+use crate::model::layers::{conv_bn_act_stacked, BatchNorm2d, Conv2d as FastConv2d};
 use crate::ops::{self, max_pool2d};
 use crate::{Error, Result};
 
@@ -211,7 +211,47 @@ fn run_branches(branches: &[Branch], x: &Tensor, train: bool) -> candle_core::Re
         use rayon::prelude::*;
         return branches.par_iter().map(|b| b.forward_t(x, train)).collect();
     }
-    branches.iter().map(|b| b.forward_t(x, train)).collect()
+    run_branches_stacked(branches, x, train)
+}
+
+/// [`run_branches`] on whole batches: the branches that open with a 1×1 convolution (all of them
+/// in the residual blocks, all three in `Mixed_7a`) run those first convolutions as one, stacked
+/// ([`conv_bn_act_stacked`]), then go on from their channels of its output.
+fn run_branches_stacked(
+    branches: &[Branch],
+    x: &Tensor,
+    train: bool,
+) -> candle_core::Result<Vec<Tensor>> {
+    let units: Vec<_> = branches
+        .iter()
+        .filter_map(pointwise_head)
+        .map(|c| (&c.conv, &c.bn))
+        .collect();
+    let mut stacked = conv_bn_act_stacked(&units, x, train, ops::Activation::Relu)?.into_iter();
+    branches
+        .iter()
+        .map(|b| match (b, pointwise_head(b).is_some()) {
+            (Branch::Single(_), true) => stacked.next().ok_or_else(missing),
+            (Branch::Seq(cs), true) => {
+                let y = stacked.next().ok_or_else(missing)?;
+                cs[1..].iter().try_fold(y, |y, c| c.forward_t(&y, train))
+            }
+            (b, false) => b.forward_t(x, train),
+        })
+        .collect()
+}
+
+/// The first convolution of branch `b` when it is pointwise (1×1, stride 1, no padding).
+fn pointwise_head(b: &Branch) -> Option<&BasicConv2d> {
+    let first = match b {
+        Branch::Single(c) => c,
+        Branch::Seq(cs) => cs.first()?,
+    };
+    first.conv.is_pointwise().then_some(first)
+}
+
+fn missing() -> candle_core::Error {
+    candle_core::Error::Msg("InceptionResnetV1: stacked branch outputs out of step".into())
 }
 
 /// `Mixed_6a` and `Mixed_7a`: convolution branches concatenated with a parameter-free 3×3

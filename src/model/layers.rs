@@ -48,6 +48,13 @@ impl Conv2d {
         &self.weight
     }
 
+    /// Whether this is a 1×1 convolution with stride 1 and no padding (a per-pixel matrix
+    /// product over the channels).
+    pub fn is_pointwise(&self) -> bool {
+        let k = self.weight.dims();
+        k.len() == 4 && k[2..] == [1, 1] && self.stride == 1 && self.padding == (0, 0)
+    }
+
     /// Applies the convolution to `x` (N, C, H, W).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         crate::ops::conv2d(x, &self.weight, self.stride, self.padding)
@@ -222,6 +229,99 @@ impl BatchNorm2d {
     }
 }
 
+/// Several `conv → BatchNorm → act` units that read the same input `x`, run as one convolution
+/// with their weights stacked along the output channels: one pass over `x`, one GEMM instead of
+/// several narrow ones and, in training, one input gradient (with one gradient addition into `x`
+/// instead of one per unit). Each BatchNorm normalises (and in training updates the running
+/// statistics of) its own channels, so the outputs, gradients and running statistics equal those
+/// of the units run one by one ([`BatchNorm2d::conv_bn_act`]). Returns one output per unit, in
+/// order: channel views of the stacked output.
+///
+/// The units must share kernel size, stride, padding and BatchNorm settings. With fewer than two
+/// units, or [`Activation::ReluMaxPool2`] in inference, each unit runs on its own.
+pub fn conv_bn_act_stacked(
+    units: &[(&Conv2d, &BatchNorm2d)],
+    x: &Tensor,
+    train: bool,
+    act: Activation,
+) -> Result<Vec<Tensor>> {
+    let (conv0, bn0) = match units {
+        [first, _, ..] if train || act != Activation::ReluMaxPool2 => *first,
+        _ => {
+            return units
+                .iter()
+                .map(|(conv, bn)| bn.conv_bn_act(conv, x, train, act))
+                .collect()
+        }
+    };
+    let (_, _, kh, kw) = conv0.weight.dims4()?;
+    for (conv, bn) in units {
+        let (_, _, h, w) = conv.weight.dims4()?;
+        if (h, w, conv.stride, conv.padding) != (kh, kw, conv0.stride, conv0.padding)
+            || bn.eps != bn0.eps
+            || bn.momentum != bn0.momentum
+        {
+            candle_core::bail!("conv_bn_act_stacked: the units differ in kernel, stride, padding or BatchNorm settings")
+        }
+    }
+    let cat = |f: &dyn Fn(&(&Conv2d, &BatchNorm2d)) -> Tensor| {
+        Tensor::cat(&units.iter().map(f).collect::<Vec<_>>(), 0)
+    };
+    let w = cat(&|(c, _)| c.weight.clone())?;
+    let outs = |y: Tensor| {
+        let mut start = 0;
+        units
+            .iter()
+            .map(|(_, bn)| {
+                let c = bn.weight.dim(0)?;
+                start += c;
+                y.narrow(1, start - c, c)
+            })
+            .collect::<Result<Vec<_>>>()
+    };
+    if !train {
+        let ss = Tensor::cat(
+            &units
+                .iter()
+                .map(|(_, bn)| bn.scale_shift_packed())
+                .collect::<Result<Vec<_>>>()?,
+            1,
+        )?;
+        let y = crate::ops::conv_affine(x, &w, &ss, conv0.stride, conv0.padding, act)?;
+        return outs(y);
+    }
+    let gamma = cat(&|(_, b)| b.weight.clone())?;
+    let beta = cat(&|(_, b)| b.bias.clone())?;
+    let (y, mean, var) = crate::ops::conv_bn_train(
+        x,
+        &w,
+        &gamma,
+        &beta,
+        conv0.stride,
+        conv0.padding,
+        bn0.eps,
+        act,
+    )?;
+    // Values per channel of the convolution output (before any pooling): N·oh·ow.
+    let (n, _, h, w) = x.dims4()?;
+    let oh = (h + 2 * conv0.padding.0 - kh) / conv0.stride + 1;
+    let ow = (w + 2 * conv0.padding.1 - kw) / conv0.stride + 1;
+    let mut start = 0;
+    for (_, bn) in units {
+        let c = bn.weight.dim(0)?;
+        crate::ops::update_running_stats(
+            &bn.running_mean,
+            &bn.running_var,
+            &mean.narrow(0, start, c)?,
+            &var.narrow(0, start, c)?,
+            n * oh * ow,
+            bn.momentum,
+        )?;
+        start += c;
+    }
+    outs(y)
+}
+
 /// Smallest squared norm used by [`l2_normalize`], so a zero vector gives zeros, not NaN.
 pub const L2_EPS: f64 = 1e-12;
 
@@ -324,6 +424,104 @@ mod tests {
             assert_eq!(got.dims(), want.dims());
             let err = max_abs_diff(&want, &got);
             assert!(err < 1e-4, "{act:?}: max abs difference {err}");
+        }
+    }
+
+    /// Three units (2, 3 and 4 output channels, each with its own BatchNorm parameters) run
+    /// stacked and one by one from the same starting state, in training and inference: outputs,
+    /// the gradients of the input, weights and BatchNorm parameters, and the running statistics
+    /// all agree.
+    #[test]
+    fn stacked_units_equal_units_one_by_one() {
+        let dev = Device::Cpu;
+        let x0 = Tensor::randn(0f32, 1.0, (3, 4, 5, 5), &dev).unwrap();
+        let r = Tensor::randn(0f32, 1.0, (3, 9, 5, 5), &dev).unwrap();
+        let cases = [true, false].into_iter().flat_map(|train| {
+            [
+                Activation::Relu,
+                Activation::Identity,
+                Activation::ReluMaxPool2,
+            ]
+            .map(|act| (train, act))
+        });
+        for (train, act) in cases {
+            let mut runs = Vec::new();
+            for stacked in [false, true] {
+                let vm = candle_nn::VarMap::new();
+                let vb = VarBuilder::from_varmap(&vm, candle_core::DType::F32, &dev);
+                let chans = [2usize, 3, 4];
+                let units: Vec<(Conv2d, BatchNorm2d)> = chans
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &c)| {
+                        let vb = vb.pp(i);
+                        let conv = Conv2d::new(4, c, (1, 1), 1, (0, 0), vb.pp("conv")).unwrap();
+                        let bn = BatchNorm2d::new(c, 1e-3, 0.1, vb.pp("bn")).unwrap();
+                        (conv, bn)
+                    })
+                    .collect();
+                // Same deterministic parameters in both runs.
+                for (name, var) in vm.data().lock().unwrap().iter() {
+                    let n = var.elem_count();
+                    let seed = name.bytes().map(|b| b as usize).sum::<usize>();
+                    let v: Vec<f32> = (0..n)
+                        .map(|i| (((i * 7 + seed) % 11) as f32 - 5.0) * 0.1 + 0.05)
+                        .collect();
+                    let v = if name.ends_with("running_var") {
+                        v.iter().map(|a| a.abs() + 0.5).collect()
+                    } else {
+                        v
+                    };
+                    var.set(&Tensor::from_vec(v, var.shape(), &dev).unwrap())
+                        .unwrap();
+                }
+                let x = Var::from_tensor(&x0).unwrap();
+                let refs: Vec<(&Conv2d, &BatchNorm2d)> =
+                    units.iter().map(|(c, b)| (c, b)).collect();
+                let outs = if stacked {
+                    conv_bn_act_stacked(&refs, x.as_tensor(), train, act).unwrap()
+                } else {
+                    refs.iter()
+                        .map(|(c, b)| b.conv_bn_act(c, x.as_tensor(), train, act).unwrap())
+                        .collect()
+                };
+                let y = Tensor::cat(&outs, 1).unwrap();
+                let loss = (&y
+                    * r.narrow(2, 0, y.dim(2).unwrap())
+                        .unwrap()
+                        .narrow(3, 0, y.dim(3).unwrap())
+                        .unwrap())
+                .unwrap()
+                .sum_all()
+                .unwrap();
+                let grads = loss.backward().unwrap();
+                let mut got = vec![
+                    ("y".to_string(), y),
+                    ("dx".to_string(), grads.get(&x).unwrap().clone()),
+                ];
+                for (name, var) in vm.data().lock().unwrap().iter() {
+                    got.push((name.clone(), var.as_tensor().clone()));
+                    if let Some(g) = grads.get(var) {
+                        got.push((format!("d {name}"), g.clone()));
+                    }
+                }
+                got.sort_by(|a, b| a.0.cmp(&b.0));
+                runs.push(got);
+            }
+            assert_eq!(runs[0].len(), runs[1].len());
+            assert!(
+                runs[0].len() > 2 + 3 * 4 + 3 * 3,
+                "{act:?}, train {train}: too few gradients compared"
+            );
+            for ((name, want), (name2, got)) in runs[0].iter().zip(&runs[1]) {
+                assert_eq!(name, name2);
+                assert_eq!(want.dims(), got.dims(), "{act:?}, train {train}: {name}");
+                let err = max_abs_diff(want, got);
+                assert!(
+                    err < 1e-4,
+                    "{act:?}, train {train}: {name}: max abs difference {err}"
+                );
+            }
         }
     }
 
