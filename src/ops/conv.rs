@@ -723,7 +723,8 @@ fn forward_bands(
 
 /// `dX = col2im(Wᵀ · dY)` for the whole batch.
 fn input_grad(dy: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
-    let mut dx = vec![0f32; g.n * g.in_len()];
+    // SAFETY: `input_grad_into` writes every element of `dx`.
+    let mut dx = unsafe { uninit_f32(g.n * g.in_len()) };
     input_grad_into(dy, w, g, &mut dx);
     dx
 }
@@ -754,17 +755,22 @@ fn input_grad_group(
         scatter(&sc.col, nb, g.c, p, dxs);
         return;
     }
+    // col2im adds into the images (and leaves pixels no window reads untouched), so they start
+    // from zero: filled here, on the group's own thread, while they go into its cache.
+    dxs.fill(0.0);
     for (i, dxi) in dxs.chunks_mut(in_len).enumerate() {
         col2im(&sc.col[i * p..], g, dxi, cols);
     }
 }
 
-/// [`input_grad`] written into `dx` (`N·C·H·W` zeros on entry).
+/// [`input_grad`] written into `dx` (`N·C·H·W`; whatever it holds on entry is overwritten:
+/// callers may pass uninitialised memory).
 pub(super) fn input_grad_into(dy: &[f32], w: &[f32], g: &Geom, dx: &mut [f32]) {
     let in_len = g.in_len();
     assert_eq!(dx.len(), g.n * in_len);
     let p = g.p();
     if in_len == 0 || p == 0 {
+        dx.fill(0.0);
         return;
     }
     if let Some(bands) = Bands::for_cache(g) {
@@ -800,6 +806,8 @@ fn input_grad_bands(dy: &[f32], w: &[f32], g: &Geom, dx: &mut [f32], bands: &Ban
             // elements it then folds back.
             || unsafe { uninit_f32(k * band_px) },
             |col, (dxi, dyi)| {
+                // The bands' col2im add into the image.
+                dxi.fill(0.0);
                 for b in 0..bands.per_image {
                     let (rows, p0, bp) = bands.span(b, g);
                     // Wᵀ (K×O) times the band's columns of dY (O × bp, rows P apart).

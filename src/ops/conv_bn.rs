@@ -490,7 +490,9 @@ impl CustomOp3 for ConvBnTrainGrad {
             });
         let nx = if self.need_dx { x.len() } else { 0 };
         let dw = conv::weight_grad(x, &dy, &g);
-        let mut out = vec![0f32; nx + dw.len() + 2 * c];
+        // SAFETY: every element is written below: `input_grad_into` writes the whole input
+        // gradient, then the weight and BatchNorm gradients are copied in.
+        let mut out = unsafe { uninit_f32(nx + dw.len() + 2 * c) };
         if self.need_dx {
             conv::input_grad_into(&dy, w, &g, &mut out[..nx]);
         }
