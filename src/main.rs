@@ -20,7 +20,25 @@ fn main() {
     candle_face::pin_thread_count();
     let args = cli::Cli::parse();
     if let Err(e) = cli::run(args) {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", report(&e));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes on one line, `outer: cause: …`, leaving out a cause whose text the
+/// line already holds (the library's errors quote their underlying I/O error, which is also
+/// their `source`, so `{:#}` would print it twice).
+fn report(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }

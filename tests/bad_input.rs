@@ -180,8 +180,7 @@ fn bad_images(dir: &Path) -> Vec<(PathBuf, &'static str)> {
     let png = png_bytes(&image::DynamicImage::ImageRgb8(base));
     let cases: Vec<(&str, Vec<u8>, &'static str)> = vec![
         ("empty.jpg", vec![], "empty"),
-        // A JPEG cut after its header: no scan data at all (a JPEG cut mid-scan decodes with grey
-        // padding, as most decoders do, and is accepted).
+        // A JPEG cut after its header: no scan data at all.
         ("truncated.jpg", jpg[..jpg.len().min(200)].to_vec(), ""),
         ("truncated.png", png[..png.len() / 2].to_vec(), ""),
         (
@@ -190,6 +189,13 @@ fn bad_images(dir: &Path) -> Vec<(PathBuf, &'static str)> {
             "",
         ),
         ("bomb.png", png_header_bomb(), ""),
+        // Cut inside the scan: decoders would fill the missing rows with grey and return a
+        // plausible image (PIL refuses it by default, and so do we).
+        (
+            "cut-mid-scan.jpg",
+            jpg[..jpg.len() - 64].to_vec(),
+            "truncated JPEG",
+        ),
     ];
     cases
         .into_iter()
@@ -283,10 +289,13 @@ fn verify_and_embed_on_the_corpus() {
         assert!(!err.contains("panicked"), "{err}");
     }
 
-    // A missing file and a symlink loop.
+    // A missing file, a symlink loop and a folder given as an image: the operating system's
+    // reason is said once (not once by the error and again by its cause).
     let looped = tmp.path().join("loop.jpg");
     std::os::unix::fs::symlink(&looped, &looped).unwrap();
-    for p in [tmp.path().join("missing.jpg"), looped] {
+    let folder = tmp.path().join("folder.jpg");
+    std::fs::create_dir_all(&folder).unwrap();
+    for p in [tmp.path().join("missing.jpg"), looped, folder] {
         let a = cli()
             .args(["verify", "--no-detect", "--threshold", "1", "--model"])
             .arg(&model)
@@ -299,6 +308,7 @@ fn verify_and_embed_on_the_corpus() {
             err.contains(&*p.file_name().unwrap().to_string_lossy()),
             "{err}"
         );
+        assert_eq!(err.matches("os error").count(), 1, "{err}");
         assert!(!err.contains("panicked"), "{err}");
     }
 

@@ -5,6 +5,8 @@
 //! - reads the file (an empty file, or one over [`MAX_FILE_BYTES`], is refused);
 //! - guesses the format from the content (magic bytes), falling back to the extension, so a
 //!   PNG named `.jpg` decodes and a text file named `.jpg` is reported as text;
+//! - refuses a JPEG that ends inside its image data (no end-of-image marker after the first
+//!   scan: a download or copy cut short), which decoders would otherwise pad with grey rows;
 //! - applies decoder limits ([`MAX_SIDE`] × [`MAX_SIDE`] pixels, [`MAX_ALLOC`] bytes): a header
 //!   that claims 100000×100000 is an error before anything is allocated;
 //! - decodes JPEGs with libjpeg-turbo when the `libjpeg` feature is on (the default), so the
@@ -35,8 +37,8 @@ pub const MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
 ///
 /// # Errors
 /// [`Error::Io`] when the file cannot be read; [`Error::Image`] with a human reason otherwise
-/// ("empty file", "not an image (looks like text)", "image too large: …", "truncated or
-/// corrupt JPEG: …").
+/// ("empty file", "not an image (looks like text)", "image too large: …", "truncated JPEG: …",
+/// "truncated or corrupt JPEG: …").
 pub fn load_image(path: &Path) -> Result<RgbImage> {
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     if meta.len() > MAX_FILE_BYTES {
@@ -81,10 +83,57 @@ pub fn decode_image_bytes(
         }
     };
     let name = format_name(format);
+    if format == ImageFormat::Jpeg && jpeg_is_truncated(bytes) {
+        // Decoders fill the missing rows with grey and return a plausible-looking image.
+        return Err(
+            "truncated JPEG: the file ends inside the image data (no end-of-image marker)"
+                .to_string(),
+        );
+    }
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_with(bytes, format))) {
         Ok(Ok(img)) => Ok(img),
         Ok(Err(e)) => Err(describe(e, &name)),
         Err(_) => Err(format!("corrupt {name}: the decoder panicked")),
+    }
+}
+
+/// Whether a JPEG stream stops before its end-of-image marker (a download or copy cut short):
+/// the segments are walked from the start-of-image marker to the first scan (so an EXIF
+/// thumbnail's own end marker does not count), then an end-of-image marker (`FF D9`) must
+/// follow; entropy-coded data never holds that byte pair. `false` when the headers cannot be
+/// walked to a scan (the decoder reports those files).
+fn jpeg_is_truncated(bytes: &[u8]) -> bool {
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return false;
+    }
+    let mut i = 2;
+    loop {
+        // Skip fill bytes before a marker.
+        while i < bytes.len() && bytes[i] == 0xFF && bytes.get(i + 1) == Some(&0xFF) {
+            i += 1;
+        }
+        let (Some(&0xFF), Some(&marker)) = (bytes.get(i), bytes.get(i + 1)) else {
+            // The headers themselves are cut short or malformed: the decoder says so.
+            return false;
+        };
+        if marker == 0xD9 {
+            return false;
+        }
+        if marker == 0x01 || (0xD0..=0xD7).contains(&marker) {
+            i += 2;
+            continue;
+        }
+        let Some(len) = bytes
+            .get(i + 2..i + 4)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+        else {
+            return false;
+        };
+        if marker == 0xDA {
+            let scan = bytes.get(i + 2 + len..).unwrap_or(&[]);
+            return !scan.windows(2).any(|w| w == [0xFF, 0xD9]);
+        }
+        i += 2 + len;
     }
 }
 
@@ -315,6 +364,21 @@ mod tests {
         // Cut inside the headers (before the scan): never decodable.
         let r = reason("cut.jpg", &jpg[..jpg.len().min(200)]);
         assert!(r.starts_with("truncated or corrupt JPEG"), "{r}");
+        // Cut inside the scan: a decoder would fill the rest with grey.
+        let r = reason("half.jpg", &jpg[..jpg.len() - 40]);
+        assert!(r.starts_with("truncated JPEG"), "{r}");
+        // Complete, with trailing bytes after the end marker (some cameras add them): fine.
+        let mut trailing = jpg.clone();
+        trailing.extend_from_slice(b"trailer");
+        assert!(load_image(&write(dir.path(), "trailing.jpg", &trailing)).is_ok());
+        // An APP1 segment holding an end marker (as an EXIF thumbnail does) before the scan
+        // does not hide a truncated scan.
+        let mut app1 = vec![0xFF, 0xE1, 0x00, 0x08, 0xFF, 0xD8, 0xFF, 0xD9, 0x00, 0x00];
+        app1.truncate(2 + 8);
+        let with_app1: Vec<u8> = [&jpg[..2], &app1[..], &jpg[2..]].concat();
+        assert!(load_image(&write(dir.path(), "app1.jpg", &with_app1)).is_ok());
+        let r = reason("app1-half.jpg", &with_app1[..with_app1.len() - 40]);
+        assert!(r.starts_with("truncated JPEG"), "{r}");
         // A missing file is an I/O error that names it.
         let e = load_image(&dir.path().join("nope.png"))
             .unwrap_err()
