@@ -55,6 +55,16 @@ impl Conv2d {
         k.len() == 4 && k[2..] == [1, 1] && self.stride == 1 && self.padding == (0, 0)
     }
 
+    /// Output height and width for an `h`×`w` input (floored, as PyTorch's).
+    pub fn output_size(&self, h: usize, w: usize) -> Result<(usize, usize)> {
+        let (_, _, kh, kw) = self.weight.dims4()?;
+        let (ph, pw) = self.padding;
+        Ok((
+            (h + 2 * ph - kh) / self.stride + 1,
+            (w + 2 * pw - kw) / self.stride + 1,
+        ))
+    }
+
     /// Applies the convolution to `x` (N, C, H, W).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         crate::ops::conv2d(x, &self.weight, self.stride, self.padding)
@@ -180,9 +190,7 @@ impl BatchNorm2d {
         )?;
         // Values per channel of the convolution output: N·oh·ow.
         let (n, _, h, w) = x.dims4()?;
-        let (_, _, kh, kw) = conv.weight.dims4()?;
-        let oh = (h + 2 * conv.padding.0 - kh) / conv.stride + 1;
-        let ow = (w + 2 * conv.padding.1 - kw) / conv.stride + 1;
+        let (oh, ow) = conv.output_size(h, w)?;
         crate::ops::update_running_stats(
             &self.running_mean,
             &self.running_var,
@@ -268,15 +276,16 @@ pub fn conv_bn_act_stacked(
         Tensor::cat(&units.iter().map(f).collect::<Vec<_>>(), 0)
     };
     let w = cat(&|(c, _)| c.weight.clone())?;
+    // Each unit's channels of the stacked output: (first, count).
+    let mut spans = Vec::with_capacity(units.len());
+    for (_, bn) in units {
+        let first = spans.last().map_or(0, |&(f, c)| f + c);
+        spans.push((first, bn.weight.dim(0)?));
+    }
     let outs = |y: Tensor| {
-        let mut start = 0;
-        units
+        spans
             .iter()
-            .map(|(_, bn)| {
-                let c = bn.weight.dim(0)?;
-                start += c;
-                y.narrow(1, start - c, c)
-            })
+            .map(|&(first, c)| y.narrow(1, first, c))
             .collect::<Result<Vec<_>>>()
     };
     if !train {
@@ -304,20 +313,16 @@ pub fn conv_bn_act_stacked(
     )?;
     // Values per channel of the convolution output (before any pooling): N·oh·ow.
     let (n, _, h, w) = x.dims4()?;
-    let oh = (h + 2 * conv0.padding.0 - kh) / conv0.stride + 1;
-    let ow = (w + 2 * conv0.padding.1 - kw) / conv0.stride + 1;
-    let mut start = 0;
-    for (_, bn) in units {
-        let c = bn.weight.dim(0)?;
+    let (oh, ow) = conv0.output_size(h, w)?;
+    for ((_, bn), &(first, c)) in units.iter().zip(&spans) {
         crate::ops::update_running_stats(
             &bn.running_mean,
             &bn.running_var,
-            &mean.narrow(0, start, c)?,
-            &var.narrow(0, start, c)?,
+            &mean.narrow(0, first, c)?,
+            &var.narrow(0, first, c)?,
             n * oh * ow,
             bn.momentum,
         )?;
-        start += c;
     }
     outs(y)
 }
