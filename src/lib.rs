@@ -6,6 +6,7 @@
 //!
 //! The library is organised like the field's vocabulary:
 //! - [`loss`]: pairwise distances, label masks and the triplet-loss family;
+//! - [`convert`]: other projects' weights (dlib's `.dat` files) into model folders;
 //! - [`data`]: image-folder scanning, identity-disjoint splits, P×K sampling, preprocessing;
 //! - [`model`]: `config.json`, the compact CNN, InceptionResnetV1, saving and loading;
 //! - [`ops`]: tensor operations candle lacks or gets wrong (max pooling with a correct gradient);
@@ -16,6 +17,7 @@
 //! - `hub` (feature `hub`, on by default): `hf:owner/name[@revision]` references resolved to
 //!   files in the Hugging Face Hub cache.
 
+pub mod convert;
 pub mod data;
 pub mod demo;
 pub mod detect;

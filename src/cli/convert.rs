@@ -26,6 +26,15 @@ enum ConvertWhat {
         #[arg(long)]
         offline: bool,
     },
+    /// dlib's face-recognition ResNet (`dlib_face_recognition_resnet_model_v1.dat`, dlib's own
+    /// binary format) into a model folder with dlib's preprocessing, face chip and threshold.
+    Dlib {
+        /// The `.dat` file.
+        file: PathBuf,
+        /// Output model folder.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// facenet-pytorch's MTCNN `pnet.pt`, `rnet.pt`, `onet.pt` (legacy torch.save files, as
     /// in its wheel's `facenet_pytorch/data/`) into an MTCNN folder of safetensors.
     Mtcnn {
@@ -62,6 +71,17 @@ pub fn run(a: ConvertArgs) -> Result<()> {
                 cfg.preprocess.image_size,
                 cfg.preprocess.image_size,
                 out.display()
+            );
+        }
+        ConvertWhat::Dlib { file, out } => {
+            let cfg = candle_face::convert::convert_dlib_resnet(&file, &out)?;
+            println!(
+                "wrote {} (dlib ResNet, {}-d embeddings, {}×{} input, threshold {})",
+                out.display(),
+                cfg.embedding_dim,
+                cfg.preprocess.image_size,
+                cfg.preprocess.image_size,
+                cfg.threshold.map_or("none".into(), |t| t.to_string())
             );
         }
         ConvertWhat::Mtcnn { dir, out } => {

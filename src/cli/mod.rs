@@ -45,7 +45,8 @@ enum Command {
     /// Detect and crop the main face of every image of a labelled folder into a new folder
     /// (training data from raw photos).
     Prepare(prepare::PrepareArgs),
-    /// Convert facenet-pytorch weights (InceptionResnetV1, MTCNN) into candle-face folders.
+    /// Convert dlib and facenet-pytorch weights (dlib ResNet, InceptionResnetV1, MTCNN) into
+    /// candle-face folders.
     Convert(convert::ConvertArgs),
     /// Generate a small synthetic labelled set, train on it for a short while and verify
     /// held-out pairs (no data needed).

@@ -249,6 +249,7 @@ impl TrainArgs {
             image_size: self.image_size,
             crop_fraction: self.crop_fraction,
             flip_tta: self.flip_tta,
+            channel_mean: None,
             ..Preprocess::compact_default()
         };
         o.augment = if self.no_augment {

@@ -31,8 +31,13 @@ pub struct Preprocess {
     /// Side of the centre crop as a fraction of the image's shorter side (1.0 = the whole
     /// shorter side).
     pub crop_fraction: f32,
-    /// Subtracted from every 0–255 channel value.
+    /// Subtracted from every 0–255 channel value (unless [`channel_mean`](Self::channel_mean) is
+    /// set).
     pub mean: f32,
+    /// Per-channel values subtracted from R, G and B instead of [`mean`](Self::mean) (dlib's
+    /// networks: 122.782, 117.001, 104.298).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_mean: Option<[f32; 3]>,
     /// Divides the centred value.
     pub std: f32,
     /// Whether embeddings average the image and its horizontal mirror (test-time augmentation).
@@ -52,6 +57,7 @@ impl Preprocess {
             mean: 127.5,
             std: 128.0,
             flip_tta: false,
+            channel_mean: None,
         }
     }
 
@@ -64,6 +70,20 @@ impl Preprocess {
             mean: 127.5,
             std: 128.0,
             flip_tta: false,
+            channel_mean: None,
+        }
+    }
+
+    /// dlib's face-recognition recipe: the whole 150×150 face chip, `(x − mean_c) / 256` with
+    /// the network's per-channel means (R, G, B).
+    pub fn dlib(image_size: u32, mean_rgb: [f32; 3]) -> Preprocess {
+        Preprocess {
+            image_size,
+            crop_fraction: 1.0,
+            mean: (mean_rgb[0] + mean_rgb[1] + mean_rgb[2]) / 3.0,
+            std: 256.0,
+            flip_tta: false,
+            channel_mean: Some(mean_rgb),
         }
     }
 
@@ -87,7 +107,10 @@ impl Preprocess {
                 self.crop_fraction
             )));
         }
-        if !(self.mean.is_finite() && self.std.is_finite() && self.std > 0.0) {
+        let channels_ok = self
+            .channel_mean
+            .is_none_or(|m| m.iter().all(|v| v.is_finite()));
+        if !(self.mean.is_finite() && channels_ok && self.std.is_finite() && self.std > 0.0) {
             return Err(Error::InvalidArgument(format!(
                 "preprocess.mean must be finite and preprocess.std positive, got mean {} std {}",
                 self.mean, self.std
@@ -178,6 +201,7 @@ impl Preprocess {
         let plane = s * s;
         let mut data = vec![0f32; imgs.len() * 3 * plane];
         let inv = 1.0 / self.std;
+        let mean = self.channel_mean.unwrap_or([self.mean; 3]);
         for (n, img) in imgs.iter().enumerate() {
             if img.dimensions() != (self.image_size, self.image_size) {
                 return Err(Error::InvalidArgument(format!(
@@ -189,7 +213,7 @@ impl Preprocess {
             let base = n * 3 * plane;
             for (i, px) in img.as_raw().chunks_exact(3).enumerate() {
                 for c in 0..3 {
-                    data[base + c * plane + i] = (px[c] as f32 - self.mean) * inv;
+                    data[base + c * plane + i] = (px[c] as f32 - mean[c]) * inv;
                 }
             }
         }
@@ -222,6 +246,7 @@ mod tests {
             mean: 127.5,
             std: 128.0,
             flip_tta: false,
+            channel_mean: None,
         };
         // Crop: the shorter side is 2, so the centre 2×2 window is columns 1..=2; resizing
         // 2→2 is the identity. Pixel (0,0) of the output is source (1,0) = (10, 2, 170).

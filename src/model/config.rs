@@ -9,6 +9,7 @@ use crate::data::preprocess::Preprocess;
 use crate::detect::FaceCrop;
 use crate::loss::Distance;
 use crate::model::compact::CompactCnnConfig;
+use crate::model::dlib_resnet::DlibResNetConfig;
 use crate::model::inception_resnet_v1::InceptionResnetV1Config;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -33,6 +34,8 @@ pub enum Architecture {
     /// FaceNet's InceptionResnetV1 with facenet-pytorch's tensor names
     /// ([`crate::model::InceptionResnetV1`]).
     InceptionResnetV1(InceptionResnetV1Config),
+    /// dlib's face-recognition ResNet ([`crate::model::DlibResNet`]).
+    DlibResnet(DlibResNetConfig),
 }
 
 impl Architecture {
@@ -41,6 +44,7 @@ impl Architecture {
         match self {
             Architecture::CompactCnn(c) => c.embedding_dim,
             Architecture::InceptionResnetV1(c) => c.embedding_dim,
+            Architecture::DlibResnet(c) => c.embedding_dim,
         }
     }
 
@@ -49,6 +53,7 @@ impl Architecture {
         match self {
             Architecture::CompactCnn(c) => c.image_size,
             Architecture::InceptionResnetV1(c) => c.image_size,
+            Architecture::DlibResnet(c) => c.image_size,
         }
     }
 
@@ -57,6 +62,7 @@ impl Architecture {
         match self {
             Architecture::CompactCnn(_) => "compact_cnn",
             Architecture::InceptionResnetV1(_) => "inception_resnet_v1",
+            Architecture::DlibResnet(_) => "dlib_resnet",
         }
     }
 }
@@ -131,6 +137,11 @@ pub struct ModelConfig {
     /// runs; `None` means [`FaceCrop::lfw_deep_funneled`] (the framing of LFW's images).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub face_crop: Option<FaceCrop>,
+    /// Whether the model expects whole photos: the commands then detect and align the main
+    /// face of every image unless told `--no-detect` (models trained on ready crops leave it
+    /// off, and detect only with `--detect`).
+    #[serde(default)]
+    pub detect_faces: bool,
     /// Name of the weights file inside the folder.
     #[serde(default = "default_weights_file")]
     pub weights: String,
@@ -157,6 +168,7 @@ impl ModelConfig {
             threshold: None,
             threshold_history: Vec::new(),
             face_crop: None,
+            detect_faces: false,
             weights: default_weights_file(),
             training: None,
             crate_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -242,6 +254,7 @@ impl ModelConfig {
         match &self.architecture {
             Architecture::CompactCnn(c) => c.validate(),
             Architecture::InceptionResnetV1(c) => c.validate(),
+            Architecture::DlibResnet(c) => c.validate(),
         }
         .map_err(|e| Error::config(path, e.to_string()))?;
         if let Some(fc) = &self.face_crop {

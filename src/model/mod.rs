@@ -3,6 +3,7 @@
 
 pub mod compact;
 pub mod config;
+pub mod dlib_resnet;
 pub mod facenet_layout;
 pub mod fill;
 pub mod folder;
@@ -11,6 +12,7 @@ pub mod layers;
 
 pub use compact::{Blocks, CompactCnn, CompactCnnConfig, Head};
 pub use config::{Architecture, ModelConfig, TrainingSummary};
+pub use dlib_resnet::{DlibResNet, DlibResNetConfig};
 pub use facenet_layout::{check_tensors, inspect_facenet_safetensors, load_pth_tensors};
 pub use folder::{load_model, save_model};
 pub use inception_resnet_v1::{InceptionResnetV1, InceptionResnetV1Config};
@@ -26,6 +28,8 @@ pub enum EmbeddingNet {
     CompactCnn(CompactCnn),
     /// InceptionResnetV1 (boxed: it holds several hundred tensors).
     InceptionResnetV1(Box<InceptionResnetV1>),
+    /// dlib's face-recognition ResNet.
+    DlibResNet(Box<DlibResNet>),
 }
 
 impl EmbeddingNet {
@@ -36,6 +40,9 @@ impl EmbeddingNet {
             Architecture::InceptionResnetV1(c) => {
                 EmbeddingNet::InceptionResnetV1(Box::new(InceptionResnetV1::new(c, vb)?))
             }
+            Architecture::DlibResnet(c) => {
+                EmbeddingNet::DlibResNet(Box::new(DlibResNet::new(c, vb)?))
+            }
         })
     }
 }
@@ -45,6 +52,7 @@ impl ModuleT for EmbeddingNet {
         match self {
             EmbeddingNet::CompactCnn(m) => m.forward_t(x, train),
             EmbeddingNet::InceptionResnetV1(m) => m.forward_t(x, train),
+            EmbeddingNet::DlibResNet(m) => m.forward_t(x, train),
         }
     }
 }
