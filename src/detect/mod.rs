@@ -30,6 +30,8 @@
 
 pub mod align;
 pub mod bundled;
+pub mod dlib_chip;
+mod dlib_geometry;
 pub mod face_crop;
 mod layers;
 pub mod legacy_pt;
@@ -40,12 +42,14 @@ pub mod pnet;
 pub mod prepare;
 pub mod resize;
 pub mod rnet;
+pub mod shape_predictor;
 
 pub use align::{
     align_face, align_face_to, extract_face, template, warp_similarity, CropMode, Similarity,
     ARCFACE_TEMPLATE_112,
 };
 pub use bundled::{bundled_mtcnn, BUNDLED_MTCNN_NOTICE};
+pub use dlib_chip::{extract_image_chip, get_face_chip_details, ChipDetails, DRect};
 pub use face_crop::{FaceCrop, FacePick};
 pub use legacy_pt::{convert_mtcnn_pt, read_legacy_pt};
 pub use mtcnn::{DetectTrace, Face, Mtcnn, MtcnnConfig};
@@ -54,3 +58,4 @@ pub use pnet::PNet;
 pub use prepare::{prepare_folder, PrepareOptions, PrepareReport};
 pub use resize::FloatImage;
 pub use rnet::RNet;
+pub use shape_predictor::{Rect, ShapePredictor};
