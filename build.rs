@@ -1,12 +1,18 @@
-//! Detects whether a default model is present in `models/default/` so the crate can build it
-//! into the binary (`cfg(bundled_model)`); without one, `--model` is required.
+//! Detects which built-in models are present under `models/` so the crate can build them into
+//! the binary (`cfg(bundled_dlib)`, `cfg(bundled_compact)`); a build without them needs
+//! `--model`.
 
 fn main() {
-    println!("cargo::rustc-check-cfg=cfg(bundled_model)");
-    println!("cargo::rerun-if-changed=models/default/config.json");
-    println!("cargo::rerun-if-changed=models/default/model.safetensors");
-    let dir = std::path::Path::new("models/default");
-    if dir.join("config.json").is_file() && dir.join("model.safetensors").is_file() {
-        println!("cargo::rustc-cfg=bundled_model");
+    for (cfg, dir) in [
+        ("bundled_dlib", "models/dlib-resnet-v1"),
+        ("bundled_compact", "models/compact"),
+    ] {
+        println!("cargo::rustc-check-cfg=cfg({cfg})");
+        println!("cargo::rerun-if-changed={dir}/config.json");
+        println!("cargo::rerun-if-changed={dir}/model.safetensors");
+        let dir = std::path::Path::new(dir);
+        if dir.join("config.json").is_file() && dir.join("model.safetensors").is_file() {
+            println!("cargo::rustc-cfg={cfg}");
+        }
     }
 }

@@ -17,6 +17,9 @@ pub enum CropArg {
     LfwAligned,
     /// Five-point alignment onto the ArcFace template, 112×112.
     Aligned,
+    /// dlib's face chip (dlib's 5-point landmarks, 150×150, padding 0.25): what the default
+    /// model expects.
+    Dlib,
 }
 
 impl CropArg {
@@ -27,6 +30,7 @@ impl CropArg {
             CropArg::Facenet => FaceCrop::facenet(),
             CropArg::LfwAligned => FaceCrop::lfw_aligned(),
             CropArg::Aligned => FaceCrop::Aligned { size: 112 },
+            CropArg::Dlib => FaceCrop::dlib(),
         }
     }
 }

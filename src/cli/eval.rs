@@ -25,6 +25,10 @@ pub struct EvalArgs {
     /// Draw the ROC curve to this PNG file.
     #[arg(long)]
     roc: Option<PathBuf>,
+    /// Write every pair's distance to this CSV file (`img1,img2,same,distance`; the distance
+    /// is empty for an unscored pair).
+    #[arg(long, value_name = "CSV")]
+    scores: Option<PathBuf>,
 }
 
 /// Runs `eval`.
@@ -32,8 +36,9 @@ pub fn run_eval(a: EvalArgs) -> Result<()> {
     let embedder = a.detect.apply(a.model.load()?)?;
     let pairs = eval::read_pairs(&a.pairs)?;
     let scored = eval::score_pairs(&embedder, &pairs, &a.images)?;
-    for s in &scored.skipped {
-        eprintln!("skipped {s}");
+    report_unscored(&scored, &pairs);
+    if let Some(path) = &a.scores {
+        write_scores(path, &scored, &pairs)?;
     }
     let report = eval::evaluate(&scored.distances, &scored.same, embedder.config().threshold)?;
     if let Some(path) = &a.roc {
@@ -47,9 +52,26 @@ pub fn run_eval(a: EvalArgs) -> Result<()> {
         eprintln!("ROC curve written to {}", path.display());
     }
     if a.json {
-        println!("{}", serde_json::to_string(&report)?);
+        let mut v = serde_json::to_value(&report)?;
+        v["pairs_total"] = scored.total().into();
+        v["pairs_scored"] = scored.kept.len().into();
+        v["images_skipped"] = scored.skipped.len().into();
+        v["unscored_pairs"] = scored
+            .unscored
+            .iter()
+            .map(|&i| serde_json::json!([pairs[i].a, pairs[i].b]))
+            .collect();
+        println!("{}", serde_json::to_string(&v)?);
     } else {
-        println!("pairs                      {}", report.pairs);
+        println!(
+            "pairs scored               {} of {} ({:.1}%)",
+            scored.kept.len(),
+            scored.total(),
+            100.0 * scored.scored_fraction()
+        );
+        if !scored.skipped.is_empty() {
+            println!("images skipped             {}", scored.skipped.len());
+        }
         println!(
             "accuracy (10-fold)          {:.4} ± {:.4}",
             report.accuracy, report.accuracy_std
@@ -65,6 +87,46 @@ pub fn run_eval(a: EvalArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Writes `img1,img2,same,distance` for every pair, atomically.
+fn write_scores(
+    path: &std::path::Path,
+    scored: &eval::ScoredPairs,
+    pairs: &[eval::Pair],
+) -> Result<()> {
+    let mut distance = vec![None; pairs.len()];
+    for (&k, &d) in scored.kept.iter().zip(&scored.distances) {
+        distance[k] = Some(d);
+    }
+    let mut text = String::from("img1,img2,same,distance\n");
+    for (p, d) in pairs.iter().zip(distance) {
+        let d = d.map_or(String::new(), |d| d.to_string());
+        text.push_str(&format!(
+            "{},{},{},{d}\n",
+            p.a.display(),
+            p.b.display(),
+            p.same as u8
+        ));
+    }
+    candle_face::fsutil::write_atomic(path, text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Reports, on stderr, every image that could not be used and every pair left unscored.
+fn report_unscored(scored: &eval::ScoredPairs, pairs: &[eval::Pair]) {
+    for s in &scored.skipped {
+        eprintln!("skipped {s}");
+    }
+    for &i in &scored.unscored {
+        let p = &pairs[i];
+        eprintln!(
+            "unscored pair {}: {} {}",
+            i + 1,
+            p.a.display(),
+            p.b.display()
+        );
+    }
 }
 
 /// Arguments of `calibrate`.

@@ -46,26 +46,39 @@ impl ModelArgs {
 /// Face detection switches (`--detect` / `--no-detect`).
 #[derive(Debug, clap::Args)]
 pub struct DetectArgs {
-    /// Detect the main face of each image (bundled MTCNN) and crop it the way the model expects
-    /// (its config.json `face_crop`), for raw photos. Without it, images are used as face crops.
+    /// Detect the main face of each image (bundled MTCNN) and align it the way the model
+    /// expects (its config.json `face_crop`). On by default for models that expect photos
+    /// (the default model); needed for others only when the images are not face crops.
     #[arg(long, conflicts_with = "no_detect")]
     pub detect: bool,
-    /// Use the images as they are (face crops): only the model's own preprocessing (default).
+    /// Use the images as they are: ready face crops (for the default model, 150×150 dlib face
+    /// chips), only the model's own preprocessing.
     #[arg(long)]
     pub no_detect: bool,
-    /// With --detect: which face of a photo with several to use, the largest or the one
+    /// Which face of a photo with several to use when detecting: the largest, or the one
     /// nearest the image centre (photos centred on their subject).
-    #[arg(long, value_enum, default_value = "largest", requires = "detect")]
+    #[arg(
+        long,
+        value_enum,
+        default_value = "largest",
+        conflicts_with = "no_detect"
+    )]
     pub pick: super::detect::PickArg,
 }
 
 impl DetectArgs {
-    /// Turns detection on in `embedder` when `--detect` was given.
+    /// Whether detection runs for `embedder`: `--detect`, or the model expects photos and
+    /// `--no-detect` was not given.
+    pub fn enabled(&self, embedder: &Embedder) -> bool {
+        self.detect || (!self.no_detect && embedder.config().detect_faces)
+    }
+
+    /// Turns detection on in `embedder` when [`enabled`](Self::enabled).
     pub fn apply(&self, embedder: Embedder) -> Result<Embedder> {
-        if self.detect {
+        if self.enabled(&embedder) {
             Ok(embedder.with_detection_pick(self.pick.into())?)
         } else {
-            Ok(embedder)
+            Ok(embedder.without_detection())
         }
     }
 }

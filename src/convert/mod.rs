@@ -12,6 +12,7 @@ pub use dlib_format::{DlibFormatError, DlibReader};
 pub use dlib_resnet::{parse_dlib_resnet, DlibResNetFile};
 
 use crate::data::preprocess::Preprocess;
+use crate::detect::FaceCrop;
 use crate::loss::Distance;
 use crate::model::{Architecture, ModelConfig};
 use crate::{Error, Result};
@@ -37,12 +38,15 @@ pub(crate) fn read_limited(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| Error::io(path, e))
 }
 
-/// The model config for a parsed dlib ResNet: dlib's preprocessing, Euclidean distance on raw
+/// The model config for a parsed dlib ResNet: dlib's preprocessing and face chip, detection on
+/// by default (the model reads aligned chips, not photos), Euclidean distance on raw
 /// descriptors, and the file's own distance threshold (0.6 for dlib's released model).
 pub fn dlib_model_config(file: &DlibResNetFile) -> ModelConfig {
     let pre = Preprocess::dlib(file.config.image_size as u32, file.mean_rgb);
     let mut cfg = ModelConfig::new(Architecture::DlibResnet(file.config.clone()), pre);
     cfg.distance = Distance::Euclidean;
+    cfg.face_crop = Some(FaceCrop::dlib());
+    cfg.detect_faces = true;
     cfg.set_threshold(
         file.distance_threshold,
         "dlib: the distance threshold stored in the model's loss_metric layer",

@@ -1,10 +1,11 @@
-//! The MTCNN weights built into the crate, so `--detect` works with no download.
+//! The detection models built into the crate, so detection works with no download.
 //!
 //! `models/mtcnn/{pnet,rnet,onet}.safetensors` are facenet-pytorch 2.6.0's `data/{p,r,o}net.pt`
 //! (MIT licence, © Timothy Esler; the networks of Zhang et al., 2016) converted with
 //! [`super::convert_mtcnn_pt`], tensors unchanged. About 2 MB in all.
 
 use super::mtcnn::{Mtcnn, MtcnnConfig};
+use super::shape_predictor::ShapePredictor;
 use crate::{Error, Result};
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
@@ -16,6 +17,23 @@ pub const BUNDLED_MTCNN_NOTICE: &str = "MTCNN weights from facenet-pytorch 2.6.0
 const PNET: &[u8] = include_bytes!("../../models/mtcnn/pnet.safetensors");
 const RNET: &[u8] = include_bytes!("../../models/mtcnn/rnet.safetensors");
 const ONET: &[u8] = include_bytes!("../../models/mtcnn/onet.safetensors");
+
+const LANDMARKS5: &[u8] =
+    include_bytes!("../../models/dlib-landmarks5/shape_predictor_5_face_landmarks.dat");
+
+/// Where the bundled landmark model comes from.
+pub const BUNDLED_LANDMARKS_NOTICE: &str = "dlib's shape_predictor_5_face_landmarks.dat \
+    (Davis King, public domain / CC0), unchanged";
+
+/// dlib's 5-point landmark model (`models/dlib-landmarks5/shape_predictor_5_face_landmarks.dat`,
+/// public domain), parsed once on first use.
+pub fn bundled_landmarks() -> Result<&'static ShapePredictor> {
+    static SP: std::sync::OnceLock<std::result::Result<ShapePredictor, String>> =
+        std::sync::OnceLock::new();
+    SP.get_or_init(|| ShapePredictor::from_dlib_bytes(LANDMARKS5).map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(|e| Error::weights("<bundled shape_predictor_5_face_landmarks.dat>", e))
+}
 
 /// The bundled MTCNN detector on `device`, with facenet-pytorch's default settings.
 pub fn bundled_mtcnn(device: &Device) -> Result<Mtcnn> {
@@ -40,5 +58,10 @@ mod tests {
         let m = bundled_mtcnn(&Device::Cpu).unwrap();
         let img = image::RgbImage::from_pixel(64, 64, image::Rgb([128, 128, 128]));
         assert!(m.detect(&img).unwrap().is_empty());
+    }
+
+    #[test]
+    fn bundled_landmark_model_parses() {
+        assert_eq!(bundled_landmarks().unwrap().num_parts(), 5);
     }
 }

@@ -4,7 +4,9 @@
 //! several faces in a photo is the one to cut.
 
 use super::align::{align_face, align_face_to, extract_face, prefilter_region};
+use super::dlib_chip::{extract_image_chip, get_face_chip_details};
 use super::mtcnn::Face;
+use super::shape_predictor::Rect;
 use crate::{Error, Result};
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
@@ -37,6 +39,16 @@ pub enum FaceCrop {
     Aligned {
         /// Output side in pixels.
         size: u32,
+    },
+    /// dlib's face chip, as dlib's face-recognition models expect: dlib's 5-point landmark model
+    /// (bundled) runs on a dlib-style box derived from the detection box ([`dlib_box`]), then
+    /// `get_face_chip_details(landmarks, size, padding)` and `extract_image_chip` cut an
+    /// upright `size × size` chip (dlib's recognition ResNet: 150, padding 0.25).
+    DlibChip {
+        /// Output side in pixels.
+        size: u32,
+        /// Padding around the landmark template, as a fraction of the face width.
+        padding: f32,
     },
     /// A similarity transform of the five landmarks onto `landmarks` (left eye, right eye, nose
     /// tip, left and right mouth corner, in pixels of the `size × size` output), bilinear,
@@ -75,6 +87,14 @@ impl FaceCrop {
         }
     }
 
+    /// dlib's face chip for its recognition ResNet: 150×150, padding 0.25.
+    pub fn dlib() -> Self {
+        FaceCrop::DlibChip {
+            size: 150,
+            padding: 0.25,
+        }
+    }
+
     /// facenet-pytorch's default crop for its pretrained models: `margin 0`, 160×160.
     pub fn facenet() -> Self {
         FaceCrop::FacenetMargin {
@@ -101,6 +121,9 @@ impl FaceCrop {
                     && size <= 4096
             }
             FaceCrop::Aligned { size } => size > 0 && size <= 4096,
+            FaceCrop::DlibChip { size, padding } => {
+                size > 0 && size <= 4096 && padding.is_finite() && (0.0..=4.0).contains(&padding)
+            }
             FaceCrop::Template { size, landmarks } => {
                 size > 0
                     && size <= 4096
@@ -124,6 +147,7 @@ impl FaceCrop {
         match *self {
             FaceCrop::FacenetMargin { margin, size } => extract_face(img, face.bbox, margin, size),
             FaceCrop::Aligned { size } => align_face(img, &face.landmarks, size),
+            FaceCrop::DlibChip { size, padding } => dlib_chip(img, face, size, padding),
             FaceCrop::Template { size, landmarks } => {
                 align_face_to(img, &face.landmarks, &landmarks, size)
             }
@@ -133,6 +157,37 @@ impl FaceCrop {
                 size,
             } => square_crop(img, face.bbox, box_scale, y_shift, size),
         }
+    }
+}
+
+/// dlib's face chip of `face` (see [`FaceCrop::DlibChip`]).
+fn dlib_chip(img: &RgbImage, face: &Face, size: u32, padding: f32) -> Result<RgbImage> {
+    let landmarks = super::bundled::bundled_landmarks()?.predict(img, dlib_box(face));
+    let five: [(f64, f64); 5] = landmarks
+        .get(..5)
+        .and_then(|s| s.try_into().ok())
+        .ok_or_else(|| Error::Msg("the landmark model did not give five points".into()))?;
+    let details = get_face_chip_details(&five, size as usize, padding as f64);
+    Ok(extract_image_chip(img, &details))
+}
+
+/// The box dlib's frontal face detector (HOG, upsampled once) would give for an MTCNN
+/// detection, which dlib's landmark model was trained on: its centre 0.0296 box widths left and
+/// 0.0434 box heights below the MTCNN box centre, its side 0.6848·w + 0.3281·h. Fitted on the
+/// faces of 1 496 LFW images that both detectors find (median error 5 px on boxes ~100 px wide);
+/// landmarks from it are within 1 px of those from dlib's own box in 9 cases of 10.
+pub fn dlib_box(face: &Face) -> Rect {
+    let [x1, y1, x2, y2] = face.bbox.map(f64::from);
+    let (w, h) = (x2 - x1, y2 - y1);
+    let cx = (x1 + x2) / 2.0 - 0.0296 * w;
+    let cy = (y1 + y2) / 2.0 + 0.0434 * h;
+    let side = 0.6848 * w + 0.3281 * h;
+    let r = |v: f64| v.round().clamp(-1e9, 1e9) as i64;
+    Rect {
+        left: r(cx - side / 2.0),
+        top: r(cy - side / 2.0),
+        right: r(cx + side / 2.0),
+        bottom: r(cy + side / 2.0),
     }
 }
 
@@ -152,7 +207,8 @@ pub const LFW_TEMPLATE_250: [[f32; 2]; 5] = [
 /// Which face of a photo with several is the main one ([`crate::infer::FaceFinder::with_pick`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum FacePick {
-    /// The largest detection, as `--detect` does at inference.
+    /// The largest detection, a face cut by the photo's edge counting less (its visible area
+    /// times its visible fraction), as detection does at inference by default.
     #[default]
     Largest,
     /// The detection whose box centre is nearest the image centre: right for sets whose
@@ -167,9 +223,12 @@ impl FacePick {
     pub fn choose(self, faces: &[Face], width: u32, height: u32) -> Option<&Face> {
         match self {
             // The first of equal areas, like `detect`'s own largest-first order.
-            FacePick::Largest => faces
-                .iter()
-                .reduce(|a, b| if b.area() > a.area() { b } else { a }),
+            FacePick::Largest => {
+                let size = |f: &Face| visible_size(f, width, height);
+                faces
+                    .iter()
+                    .reduce(|a, b| if size(b) > size(a) { b } else { a })
+            }
             FacePick::Central => {
                 let (cx, cy) = (width as f32 / 2.0, height as f32 / 2.0);
                 let d = |f: &Face| {
@@ -179,6 +238,24 @@ impl FacePick {
                 faces.iter().min_by(|a, b| d(a).total_cmp(&d(b)))
             }
         }
+    }
+}
+
+/// How large `face` counts for [`FacePick::Largest`] in a `width × height` image: its box's
+/// area inside the image times the fraction of the box that is inside. A face wholly in the
+/// photo counts its area; a neighbour cut by the photo's edge counts much less, as people
+/// framing a photo keep its subject inside it (and dlib's detector, which the default model's
+/// pipeline follows, does not find cut faces at all).
+fn visible_size(face: &Face, width: u32, height: u32) -> f32 {
+    let [x1, y1, x2, y2] = face.bbox;
+    let w = x2.min(width as f32) - x1.max(0.0);
+    let h = y2.min(height as f32) - y1.max(0.0);
+    let visible = w.max(0.0) * h.max(0.0);
+    let area = face.area();
+    if area > 0.0 {
+        visible * (visible / area).min(1.0)
+    } else {
+        0.0
     }
 }
 

@@ -48,7 +48,9 @@ pub use align::{
     align_face, align_face_to, extract_face, template, warp_similarity, CropMode, Similarity,
     ARCFACE_TEMPLATE_112,
 };
-pub use bundled::{bundled_mtcnn, BUNDLED_MTCNN_NOTICE};
+pub use bundled::{
+    bundled_landmarks, bundled_mtcnn, BUNDLED_LANDMARKS_NOTICE, BUNDLED_MTCNN_NOTICE,
+};
 pub use dlib_chip::{extract_image_chip, get_face_chip_details, ChipDetails, DRect};
 pub use face_crop::{FaceCrop, FacePick};
 pub use legacy_pt::{convert_mtcnn_pt, read_legacy_pt};

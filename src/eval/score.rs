@@ -16,8 +16,23 @@ pub struct ScoredPairs {
     pub same: Vec<bool>,
     /// Indices into the input pairs of the scored pairs.
     pub kept: Vec<usize>,
+    /// Indices into the input pairs of the pairs that could not be scored (an image without a
+    /// face, or unreadable).
+    pub unscored: Vec<usize>,
     /// Why images (and so their pairs) were skipped: one message per unusable file.
     pub skipped: Vec<String>,
+}
+
+impl ScoredPairs {
+    /// Number of input pairs, scored or not.
+    pub fn total(&self) -> usize {
+        self.kept.len() + self.unscored.len()
+    }
+
+    /// Fraction of the input pairs that were scored.
+    pub fn scored_fraction(&self) -> f64 {
+        self.kept.len() as f64 / self.total().max(1) as f64
+    }
 }
 
 fn resolve(root: &Path, p: &Path) -> PathBuf {
@@ -29,8 +44,9 @@ fn resolve(root: &Path, p: &Path) -> PathBuf {
 }
 
 /// Embeds the distinct images of `pairs` (paths relative to `images`) and computes each pair's
-/// distance. Unreadable images are reported in `skipped` and their pairs left out; it is an error
-/// only when no pair can be scored.
+/// distance. Unusable images (unreadable, or without a face when detection is on) are reported
+/// in `skipped` and their pairs listed in `unscored`; it is an error only when no pair can be
+/// scored.
 pub fn score_pairs(embedder: &Embedder, pairs: &[Pair], images: &Path) -> Result<ScoredPairs> {
     if pairs.is_empty() {
         return Err(Error::InvalidArgument("no pairs to score".into()));
@@ -65,6 +81,8 @@ pub fn score_pairs(embedder: &Embedder, pairs: &[Pair], images: &Path) -> Result
                 .push(embedding_distance(&rows[ra], &rows[rb], distance));
             out.same.push(p.same);
             out.kept.push(k);
+        } else {
+            out.unscored.push(k);
         }
     }
     if out.distances.is_empty() {

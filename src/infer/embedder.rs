@@ -34,16 +34,29 @@ impl Embedder {
         Self::load_on(dir, &Device::Cpu)
     }
 
-    /// Loads the model folder `dir` on `device`.
+    /// Loads the model folder `dir` on `device`, with face detection on when the model expects
+    /// photos ([`with_model_defaults`](Self::with_model_defaults)).
     pub fn load_on(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
         let dir = dir.as_ref();
         let (cfg, net) = load_model(dir, device)?;
-        Ok(Self::from_parts(
-            cfg,
-            net,
-            device.clone(),
-            dir.to_path_buf(),
-        ))
+        Self::from_parts(cfg, net, device.clone(), dir.to_path_buf()).with_model_defaults()
+    }
+
+    /// Turns on what the model's config asks for: detection and alignment of the largest face
+    /// ([`with_detection`](Self::with_detection)) for models that expect whole photos
+    /// ([`ModelConfig::detect_faces`]). Other models are returned unchanged.
+    pub fn with_model_defaults(self) -> Result<Self> {
+        if self.cfg.detect_faces && self.faces.is_none() {
+            self.with_detection()
+        } else {
+            Ok(self)
+        }
+    }
+
+    /// Turns detection off: images are used as ready face crops.
+    pub fn without_detection(mut self) -> Self {
+        self.faces = None;
+        self
     }
 
     /// Wraps an already built network and its config (`source` names where it came from).

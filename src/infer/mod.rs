@@ -13,7 +13,7 @@ pub mod source;
 pub mod store;
 pub mod verifier;
 
-pub use bundled::has_bundled_model;
+pub use bundled::{has_bundled_model, BundledModel};
 pub use embedder::Embedder;
 pub use face::FaceFinder;
 pub use gallery::{Candidate, Gallery, Identification};

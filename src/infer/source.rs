@@ -3,7 +3,8 @@
 //!
 //! | `--model` value | what is loaded |
 //! |---|---|
-//! | *(omitted)* or `default` | the model built into the crate ([`crate::infer::bundled`]) |
+//! | *(omitted)*, `default` or `dlib` | dlib's face-recognition ResNet, built into the crate ([`crate::infer::bundled`]) |
+//! | `compact` | the compact CNN trained from scratch on LFW, built into the crate |
 //! | `path/to/folder` | a model folder: `config.json` + weights |
 //! | `weights.pth`, `weights.pt`, `weights.safetensors` | a facenet-pytorch InceptionResnetV1 checkpoint (no `config.json`) |
 //! | `hf:owner/name[@rev]` | a Hub repository holding a model folder (feature `hub`) |
@@ -16,6 +17,7 @@
 
 use crate::data::preprocess::Preprocess;
 use crate::detect::FaceCrop;
+use crate::infer::bundled::BundledModel;
 use crate::infer::Embedder;
 use crate::model::facenet_layout::{check_tensors, infer_config, is_ignored_key, load_pth_tensors};
 use crate::model::{Architecture, EmbeddingNet, InceptionResnetV1Config, ModelConfig};
@@ -34,8 +36,8 @@ pub const KNOWN_HUB_CHECKPOINTS: &[(&str, &str)] =
 /// A model to load, as named on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelSource {
-    /// The model built into the crate.
-    Bundled,
+    /// A model built into the crate.
+    Bundled(BundledModel),
     /// A model folder (`config.json` + weights).
     Folder(PathBuf),
     /// A facenet-pytorch InceptionResnetV1 checkpoint (`.pt`/`.pth` zip state dict or
@@ -56,7 +58,7 @@ pub enum ModelSource {
 impl fmt::Display for ModelSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ModelSource::Bundled => write!(f, "default"),
+            ModelSource::Bundled(m) => write!(f, "{m}"),
             ModelSource::Folder(p) | ModelSource::FacenetCheckpoint(p) => {
                 write!(f, "{}", p.display())
             }
@@ -81,8 +83,11 @@ impl FromStr for ModelSource {
     /// Parses a `--model` value (see the module documentation). Local paths must exist.
     fn from_str(s: &str) -> Result<Self> {
         let s = s.trim();
-        if s.is_empty() || s == "default" {
-            return Ok(ModelSource::Bundled);
+        if s.is_empty() {
+            return Ok(ModelSource::Bundled(BundledModel::Dlib));
+        }
+        if let Some(m) = BundledModel::from_name(s) {
+            return Ok(ModelSource::Bundled(m));
         }
         if let Some(rest) = s.strip_prefix("hf:") {
             return parse_hub(s, rest);
@@ -106,7 +111,7 @@ impl FromStr for ModelSource {
             std::io::Error::new(
                 std::io::ErrorKind::NotFound,
                 "model not found (expected a model folder, a checkpoint file, \
-                 hf:owner/name or `default`)",
+                 hf:owner/name, or a built-in model: `default`, `dlib`, `compact`)",
             ),
         ))
     }
@@ -177,10 +182,15 @@ impl Default for LoadOptions {
 }
 
 impl ModelSource {
-    /// Loads the model for inference.
+    /// Loads the model for inference, with face detection on when the model expects photos
+    /// ([`Embedder::with_model_defaults`]).
     pub fn load(&self, opts: &LoadOptions) -> Result<Embedder> {
+        self.load_plain(opts)?.with_model_defaults()
+    }
+
+    fn load_plain(&self, opts: &LoadOptions) -> Result<Embedder> {
         match self {
-            ModelSource::Bundled => crate::infer::bundled::bundled_embedder(&opts.device),
+            ModelSource::Bundled(m) => m.embedder(&opts.device),
             ModelSource::Folder(dir) => Embedder::load_on(dir, &opts.device),
             ModelSource::FacenetCheckpoint(p) => {
                 let (cfg, net) = load_facenet_checkpoint(p, &opts.device)?;
@@ -231,7 +241,7 @@ impl ModelSource {
             Ok((cfg, t))
         };
         match self {
-            ModelSource::Bundled => crate::infer::bundled::bundled_weights(),
+            ModelSource::Bundled(m) => m.weights(),
             ModelSource::Folder(dir) => {
                 let cfg = ModelConfig::load(dir)?;
                 let w = dir.join(&cfg.weights);
@@ -434,7 +444,11 @@ mod tests {
     fn parses_local_sources() {
         assert_eq!(
             "default".parse::<ModelSource>().unwrap(),
-            ModelSource::Bundled
+            ModelSource::Bundled(BundledModel::Dlib)
+        );
+        assert_eq!(
+            "compact".parse::<ModelSource>().unwrap(),
+            ModelSource::Bundled(BundledModel::Compact)
         );
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_str().unwrap();
