@@ -66,13 +66,22 @@ impl FaceFinder {
     /// The crop of the main face in `img` ([`pick`](Self::pick)); [`Error::NoFace`] naming
     /// `path` when there is none.
     ///
-    /// A photo where nothing is found is searched once more inside a black border a quarter of
-    /// its longer side wide: a tight face crop (the face touching the image edges, as in
-    /// many face datasets) has no room around it for the detector's boxes otherwise.
+    /// A photo where nothing is found, or only faces smaller than a third of its shorter side,
+    /// is searched again inside a black border a quarter of its longer side wide: in a tight
+    /// face crop (the face touching the image edges, as in many face datasets) the detector
+    /// has no room for the face's box and may find nothing, or only a spurious small face.
     pub fn find(&self, img: &RgbImage, path: &Path) -> Result<RgbImage> {
         let mut faces = self.mtcnn.detect(img)?;
+        let small = img.width().min(img.height()) as f32 / 3.0;
+        if faces.iter().all(|f| f.width().max(f.height()) < small) {
+            let framed = self.detect_in_border(img)?;
+            if !framed.is_empty() {
+                faces = framed;
+            }
+        }
         if faces.is_empty() {
-            faces = self.detect_in_border(img)?;
+            // Faces in deep shadow: search an equalized copy (the crop still comes from `img`).
+            faces = self.detect_in_border(&equalize(img))?;
         }
         let face = self
             .pick
@@ -96,4 +105,27 @@ impl FaceFinder {
         }
         Ok(faces)
     }
+}
+
+/// Histogram equalization of the brightness: every channel goes through the mapping that makes
+/// the grey levels' distribution uniform, so a face in deep shadow gets contrast the detector
+/// can see.
+fn equalize(img: &RgbImage) -> RgbImage {
+    let mut hist = [0u64; 256];
+    for p in img.pixels() {
+        let [r, g, b] = p.0;
+        hist[((r as u32 * 299 + g as u32 * 587 + b as u32 * 114) / 1000) as usize] += 1;
+    }
+    let total = (img.width() as u64 * img.height() as u64).max(1);
+    let mut map = [0u8; 256];
+    let mut cum = 0u64;
+    for (v, &h) in hist.iter().enumerate() {
+        cum += h;
+        map[v] = ((cum * 255) / total) as u8;
+    }
+    let mut out = img.clone();
+    for p in out.pixels_mut() {
+        p.0 = p.0.map(|c| map[c as usize]);
+    }
+    out
 }
