@@ -104,3 +104,79 @@ fn truncated_and_foreign_files_are_refused_with_the_file_named() {
         );
     }
 }
+
+/// Fine-tuning starts from the converted weights: a network built on a fresh `VarMap` whose
+/// variables then receive them (as `train --init` does) computes dlib's descriptors.
+#[test]
+fn network_built_for_training_then_initialised_matches_dlib() {
+    let (Some(fx), Some((_dir, model))) = (fixture(), converted()) else {
+        return;
+    };
+    use candle_core::ModuleT;
+    let cfg = candle_face::model::ModelConfig::load(&model).unwrap();
+    let tensors =
+        candle_core::safetensors::load(model.join("model.safetensors"), &Device::Cpu).unwrap();
+    let vm = candle_nn::VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(&vm, candle_core::DType::F32, &Device::Cpu);
+    let net = candle_face::model::EmbeddingNet::new(&cfg.architecture, vb).unwrap();
+    candle_face::train::init_varmap(&vm, &tensors, "converted").unwrap();
+    let x = cfg
+        .preprocess
+        .to_tensor(&images(&fx["chips"])[..2], &Device::Cpu)
+        .unwrap();
+    let got = net.forward_t(&x, true).unwrap();
+    let want = fx["chip_descriptors"].narrow(0, 0, 2).unwrap();
+    let d = max_abs_diff(&got, &want);
+    assert!(d <= 1e-4, "max |Δ| = {d}");
+}
+
+/// The whole photo pipeline (MTCNN, dlib-style box, dlib's landmarks and chip, the network) on
+/// dlib's own test photos gives dlib's descriptors within 0.1; a tight crop of the face (no room
+/// around it for the detector) and a dark copy are still found, and land near the photo's.
+#[test]
+fn photo_pipeline_matches_dlib_and_finds_tight_and_dark_faces() {
+    let (Some(fx), true) = (fixture(), candle_face::infer::has_bundled_model()) else {
+        return;
+    };
+    let emb = candle_face::infer::BundledModel::Dlib
+        .embedder(&Device::Cpu)
+        .unwrap();
+    assert!(emb.face_finder().is_some(), "detection is on by default");
+    let photos = images(&fx["images"]);
+    let got = emb.embed_rgb(&photos).unwrap();
+    let want = &fx["descriptors"];
+    let dist = (&got - want)
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .sum(1)
+        .unwrap()
+        .sqrt()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    eprintln!("photo pipeline vs dlib: {dist:?}");
+    assert!(dist.iter().all(|&d| d <= 0.1), "{dist:?}");
+
+    let boxes = fx["boxes"].to_vec2::<f32>().unwrap();
+    let [l, t, r, b] = [0, 1, 2, 3].map(|k| boxes[0][k].max(0.0) as u32);
+    let tight = image::imageops::crop_imm(&photos[0], l, t, r - l, b - t).to_image();
+    let dark = RgbImage::from_fn(250, 250, |x, y| {
+        image::Rgb(photos[1].get_pixel(x, y).0.map(|v| v / 6))
+    });
+    let e = emb.embed_rgb(&[tight, dark]).unwrap();
+    for (i, src) in [0usize, 1].iter().enumerate() {
+        let d = (e.get(i).unwrap() - want.get(*src).unwrap())
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .sqrt()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        eprintln!("variant {i} vs dlib's descriptor of the photo: {d}");
+        assert!(d < 0.35, "variant {i}: {d}");
+    }
+}

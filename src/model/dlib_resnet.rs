@@ -142,8 +142,10 @@ impl DlibResNetConfig {
 #[derive(Debug, Clone)]
 struct ConvAffine {
     weight: Tensor,
-    /// (2, O): scale then shift, detached (fixed in training).
-    scale_shift: Tensor,
+    /// (O): the affine map's scale and shift, read (detached: fixed in training) at each
+    /// forward pass, so values loaded into the variables after construction count.
+    scale: Tensor,
+    shift: Tensor,
     stride: usize,
     padding: usize,
 }
@@ -157,12 +159,12 @@ impl ConvAffine {
         )?;
         let scale = vb.get_with_hints(c_out, "scale", candle_nn::Init::Const(1.0))?;
         let shift = vb.get_with_hints(c_out, "shift", candle_nn::Init::Const(0.0))?;
-        let scale_shift = Tensor::stack(&[scale.detach(), shift.detach()], 0)?;
         // dlib pads stride-1 convolutions by half the kernel and strided ones not at all.
         let padding = if stride == 1 { k / 2 } else { 0 };
         Ok(Self {
             weight,
-            scale_shift,
+            scale,
+            shift,
             stride,
             padding,
         })
@@ -170,7 +172,8 @@ impl ConvAffine {
 
     fn forward(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
         let p = (self.padding, self.padding);
-        crate::ops::conv_affine(x, &self.weight, &self.scale_shift, self.stride, p, act)
+        let ss = Tensor::stack(&[self.scale.detach(), self.shift.detach()], 0)?;
+        crate::ops::conv_affine(x, &self.weight, &ss, self.stride, p, act)
     }
 }
 
