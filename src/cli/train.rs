@@ -65,15 +65,16 @@ pub struct TrainArgs {
     /// Distance: euclidean, squared-euclidean or cosine.
     #[arg(long, default_value = "euclidean", value_parser = parse_distance)]
     pub distance: Distance,
-    /// Peak learning rate (AdamW).
-    #[arg(long, default_value_t = 1e-3)]
-    pub lr: f64,
+    /// Peak learning rate (AdamW) [default: 1e-3; with --init, the starting model's
+    /// fine-tuning rate: 1e-4].
+    #[arg(long)]
+    pub lr: Option<f64>,
     /// AdamW decoupled weight decay (conv and linear weights only).
     #[arg(long, default_value_t = 5e-4)]
     pub weight_decay: f64,
-    /// Linear warm-up steps.
-    #[arg(long, default_value_t = 100)]
-    pub warmup_steps: u64,
+    /// Linear warm-up steps [default: 100; with --init: 50].
+    #[arg(long)]
+    pub warmup_steps: Option<u64>,
     /// Fraction of people held out for validation (identity-disjoint).
     #[arg(long, default_value_t = 0.1)]
     pub val_fraction: f32,
@@ -184,8 +185,15 @@ pub struct TrainArgs {
     /// architecture flags above are ignored.
     #[arg(long, value_name = "MODEL")]
     pub init: Option<String>,
+    /// With --init: weight of a term keeping each training image's embedding near the starting
+    /// model's (mean squared distance), so a small set does not erase what the model knew;
+    /// 0 turns it off [default with --init: 10].
+    #[arg(long, value_name = "W")]
+    pub keep_init: Option<f64>,
     /// Keep parameters whose names start with PREFIX fixed (repeatable, or comma separated),
-    /// e.g. `--freeze conv2d_,repeat_1,mixed_6a,repeat_2` to train only the last blocks.
+    /// e.g. `--freeze conv2d_,repeat_1,mixed_6a,repeat_2` to train only the last blocks;
+    /// `--freeze none` trains everything. Default with --init: the starting model's early
+    /// layers (dlib ResNet: `stem.,units.0.,units.1.,units.2.`; InceptionResnetV1: its stem).
     #[arg(long, value_name = "PREFIX", value_delimiter = ',')]
     pub freeze: Vec<String>,
     /// Switch mining at a step, as MINING@STEP (e.g. `batch-hard@1500` after semi-hard or
@@ -281,9 +289,16 @@ impl TrainArgs {
             (None, None) => Duration::Epochs(10.0),
             (Some(_), Some(_)) => bail!("give --epochs or --steps, not both"),
         };
-        o.optimizer.lr = self.lr;
+        o.optimizer.lr = self.lr.unwrap_or(1e-3);
         o.optimizer.weight_decay = self.weight_decay;
-        o.warmup_steps = self.warmup_steps;
+        o.warmup_steps = self.warmup_steps.unwrap_or(100);
+        o.init_defaults = candle_face::train::InitDefaults {
+            lr: self.lr.is_none(),
+            warmup_steps: self.warmup_steps.is_none(),
+            freeze: self.freeze.is_empty(),
+            keep_init: self.keep_init.is_none(),
+        };
+        o.keep_init = self.keep_init.unwrap_or(0.0);
         o.val_fraction = self.val_fraction;
         o.val_pairs = self.val_pairs;
         o.seed = self.seed;
@@ -296,7 +311,7 @@ impl TrainArgs {
         o.freeze = self
             .freeze
             .iter()
-            .filter(|p| !p.is_empty())
+            .filter(|p| !p.is_empty() && p.as_str() != "none")
             .cloned()
             .collect();
         o.mining_switch = self.switch_mining;

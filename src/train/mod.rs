@@ -9,6 +9,7 @@
 //! - `metrics.jsonl`: one JSON object per log interval and per validation.
 
 pub mod checkpoint;
+pub mod fine_tune;
 pub mod optim;
 pub mod schedule;
 pub mod validate;
@@ -142,6 +143,30 @@ pub struct TrainOptions {
     /// one weight vector per training person, trained with the network, not saved in the model.
     #[serde(default)]
     pub id_loss: Option<IdLoss>,
+    /// With [`init`](Self::init): which of the learning rate, warm-up and frozen layers take
+    /// the starting model's fine-tuning defaults ([`fine_tune::fine_tune_defaults`]) instead
+    /// of the values here (the ones a caller did not choose). None by default.
+    #[serde(default)]
+    pub init_defaults: InitDefaults,
+    /// With [`init`](Self::init): weight of a term that keeps each training image's embedding
+    /// near the starting model's embedding of it (the mean squared Euclidean distance between
+    /// the two; "learning without forgetting", Li & Hoiem 2016), so that a small fine-tuning
+    /// set changes what it must without erasing what the model knew of other faces. 0: off.
+    #[serde(default)]
+    pub keep_init: f64,
+}
+
+/// Which settings [`TrainOptions::init_defaults`] fills in for a fine-tune.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitDefaults {
+    /// The peak learning rate.
+    pub lr: bool,
+    /// The warm-up steps.
+    pub warmup_steps: bool,
+    /// The frozen parameter prefixes.
+    pub freeze: bool,
+    /// The weight of the term that keeps embeddings near the starting model's.
+    pub keep_init: bool,
 }
 
 impl TrainOptions {
@@ -174,6 +199,8 @@ impl TrainOptions {
             freeze: Vec::new(),
             mining_switch: None,
             id_loss: None,
+            init_defaults: InitDefaults::default(),
+            keep_init: 0.0,
         }
     }
 
@@ -192,6 +219,9 @@ impl TrainOptions {
         // Only when used, so checkpoints written before the option existed still resume.
         if self.singletons_per_batch > 0 {
             key["singletons_per_batch"] = self.singletons_per_batch.into();
+        }
+        if self.keep_init > 0.0 {
+            key["keep_init"] = self.keep_init.into();
         }
         if let Some(id) = &self.id_loss {
             key["id_loss"] = serde_json::json!(id);
@@ -226,6 +256,12 @@ impl TrainOptions {
                 return Err(Error::InvalidArgument("--steps must be positive".into()))
             }
             _ => {}
+        }
+        if !(self.keep_init >= 0.0 && self.keep_init.is_finite()) {
+            return Err(Error::InvalidArgument(format!(
+                "--keep-init {} must be a finite weight of 0 or more",
+                self.keep_init
+            )));
         }
         if !(self.optimizer.lr > 0.0 && self.optimizer.lr.is_finite()) {
             return Err(Error::InvalidArgument(format!(
@@ -471,6 +507,20 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
     };
     let mut owned = opts.clone();
     if let Some((cfg, _)) = &init {
+        let d = fine_tune::fine_tune_defaults(&cfg.architecture);
+        let want = opts.init_defaults;
+        if want.lr {
+            owned.optimizer.lr = d.lr;
+        }
+        if want.warmup_steps {
+            owned.warmup_steps = d.warmup_steps;
+        }
+        if want.freeze {
+            owned.freeze = d.freeze;
+        }
+        if want.keep_init {
+            owned.keep_init = d.keep_init;
+        }
         owned.architecture = cfg.architecture.clone();
         let flip = owned.preprocess.flip_tta;
         owned.preprocess = cfg.preprocess.clone();
@@ -628,6 +678,14 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
     let net = EmbeddingNet::new(&opts.architecture, vb.clone())?;
+    // The starting model, fixed, for `keep_init`.
+    let reference = match &init {
+        Some((_, tensors)) if opts.keep_init > 0.0 => {
+            let vb = VarBuilder::from_tensors(tensors.clone(), DType::F32, &device);
+            Some(EmbeddingNet::new(&opts.architecture, vb)?)
+        }
+        _ => None,
+    };
     // Identity classes: the training people with enough images, numbered in label order.
     let id_classes: Vec<Option<u32>> = match &opts.id_loss {
         Some(id) => {
@@ -808,6 +866,11 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
             _ => opts.loss,
         };
         let mut out_loss = loss_fn.forward(&emb, &batch.labels)?;
+        if let Some(reference) = &reference {
+            let before = reference.forward_t(&batch.images, false)?.detach();
+            let drift = (&emb - before)?.sqr()?.sum(1)?.mean(0)?;
+            out_loss.loss = (out_loss.loss + (drift * opts.keep_init)?)?;
+        }
         if let (Some(id), Some(head)) = (&opts.id_loss, &id_head) {
             let (rows, classes): (Vec<u32>, Vec<u32>) = batch
                 .labels
@@ -940,6 +1003,11 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
     }
     let mut cfg = ModelConfig::new(opts.architecture.clone(), opts.preprocess.clone());
     cfg.distance = opts.loss.distance;
+    // A fine-tuned model reads its input as the model it started from did.
+    if let Some((init_cfg, _)) = &init {
+        cfg.face_crop = init_cfg.face_crop.clone();
+        cfg.detect_faces = init_cfg.detect_faces;
+    }
     if let Some(r) = final_val {
         let source = if calibrate_on_train {
             format!(
