@@ -215,14 +215,14 @@ fn verify_detect_picks_the_central_face_when_asked() {
     let (largest, _) = distance("largest");
     assert!(same, "central face: distance {central}");
     assert!(central < largest, "central {central}, largest {largest}");
-    // --pick without --detect is refused.
+    // --pick with --no-detect is refused.
     let o = Command::cargo_bin("candle-face")
         .unwrap()
-        .args(["verify", "--pick", "central"])
+        .args(["verify", "--no-detect", "--pick", "central"])
         .arg(&original)
         .arg(&original)
         .output()
         .unwrap();
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--detect"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--no-detect"));
 }

@@ -58,7 +58,15 @@ pub fn run(a: EmbedArgs) -> Result<()> {
         eprintln!("skipped {f}");
     }
     if !failures.is_empty() {
-        eprintln!("skipped {} of {} files", failures.len(), paths.len());
+        let faceless = failures
+            .iter()
+            .filter(|e| matches!(e, candle_face::Error::NoFace { .. }))
+            .count();
+        eprintln!(
+            "skipped {} of {} files ({faceless} without a face)",
+            failures.len(),
+            paths.len()
+        );
     }
     let names: Vec<String> = kept
         .iter()

@@ -32,7 +32,7 @@ pub fn run_enroll(a: EnrollArgs) -> Result<()> {
     let embedder = a.detect.apply(a.model.load()?)?;
     let folder = candle_face::data::ImageFolder::scan(&a.data)?;
     let mut gallery = Gallery::for_embedder(&embedder)?;
-    let mut skipped = 0usize;
+    let (mut skipped, mut faceless) = (0usize, 0usize);
     for person in &folder.people {
         let (emb, kept, failures) = match embedder.embed_images_lossy(&person.images) {
             Ok(r) => r,
@@ -44,6 +44,7 @@ pub fn run_enroll(a: EnrollArgs) -> Result<()> {
         };
         for f in &failures {
             eprintln!("skipped {f}");
+            faceless += matches!(f, candle_face::Error::NoFace { .. }) as usize;
         }
         skipped += failures.len();
         let rows = emb.to_vec2::<f32>()?;
@@ -76,7 +77,7 @@ pub fn run_enroll(a: EnrollArgs) -> Result<()> {
         gallery.people().len(),
         gallery.len(),
         if skipped > 0 {
-            format!(", {skipped} skipped")
+            format!(", {skipped} skipped, {faceless} of them without a face")
         } else {
             String::new()
         },

@@ -6,9 +6,10 @@ use candle_face::infer::{Embedder, LoadOptions, ModelSource};
 /// Options shared by every command that loads a model.
 #[derive(Debug, clap::Args)]
 pub struct ModelArgs {
-    /// The model: a model folder (config.json + model.safetensors), a facenet-pytorch
-    /// checkpoint (.pth/.pt/.safetensors), hf:owner/name[@rev][/file] on the Hugging Face Hub,
-    /// or `default` (the model built into candle-face; also used when --model is omitted).
+    /// The model: `default` (dlib's face-recognition ResNet, built into candle-face; also used
+    /// when --model is omitted), `compact` (the built-in model trained from scratch on LFW), a
+    /// model folder (config.json + model.safetensors), a facenet-pytorch checkpoint
+    /// (.pth/.pt/.safetensors), or hf:owner/name[@rev][/file] on the Hugging Face Hub.
     #[arg(long, short = 'm', value_name = "MODEL")]
     pub model: Option<String>,
     /// Never use the network: Hub models must already be in the local cache (also

@@ -17,9 +17,10 @@ pub struct PrepareArgs {
     /// --data).
     #[arg(long)]
     out: PathBuf,
-    /// Crop recipe. `lfw-aligned` is LFW's framing with the eyes, nose and mouth moved onto
-    /// their average LFW positions.
-    #[arg(long, value_enum, default_value = "lfw")]
+    /// Crop recipe: `dlib` (dlib's aligned 150×150 chip) is what the default model reads, so
+    /// it is the one to fine-tune it on (`train --init default`); `lfw` / `lfw-aligned` frame
+    /// faces like LFW's images (the compact model).
+    #[arg(long, value_enum, default_value = "dlib")]
     crop: CropArg,
     /// Which face to crop from photos with several: the largest (as `--detect` does at
     /// inference) or the one nearest the image centre (for sets centred on the labelled person,

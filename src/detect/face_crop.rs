@@ -359,6 +359,37 @@ mod tests {
     }
 
     #[test]
+    fn largest_prefers_a_whole_face_to_a_bigger_one_cut_by_the_edge() {
+        // 110×130 box with 30 px outside the left edge (visible 80×130, 73%): counts
+        // 80·130·0.727 = 7564 against the whole 90×100 = 9000.
+        let cut = face([-30.0, 20.0, 80.0, 150.0]);
+        let whole = face([120.0, 40.0, 210.0, 140.0]);
+        let faces = [cut, whole];
+        let got = FacePick::Largest.choose(&faces, 250, 250).unwrap();
+        assert_eq!(got.bbox, whole.bbox);
+        // Wholly inside, the bigger face wins as before.
+        let big = face([0.0, 20.0, 110.0, 150.0]);
+        let faces = [whole, big];
+        assert_eq!(
+            FacePick::Largest.choose(&faces, 250, 250).unwrap().bbox,
+            big.bbox
+        );
+        // A face entirely outside counts nothing.
+        assert_eq!(
+            visible_size(&face([-50.0, 0.0, -10.0, 40.0]), 100, 100),
+            0.0
+        );
+    }
+
+    #[test]
+    fn dlib_box_follows_the_fitted_offsets() {
+        // A 100×120 MTCNN box at (50, 40): centre (100, 100) → (97.04, 105.208), side
+        // 68.48 + 39.372 = 107.852.
+        let r = dlib_box(&face([50.0, 40.0, 150.0, 160.0]));
+        assert_eq!((r.left, r.top, r.right, r.bottom), (43, 51, 151, 159));
+    }
+
+    #[test]
     fn picks_the_largest_or_the_central_face() {
         // A large face off to the side and a smaller one in the middle of a 100×100 image.
         let faces = [face([0.0, 0.0, 40.0, 40.0]), face([40.0, 40.0, 60.0, 62.0])];
