@@ -66,7 +66,7 @@ pub struct TrainArgs {
     #[arg(long, default_value = "euclidean", value_parser = parse_distance)]
     pub distance: Distance,
     /// Peak learning rate (AdamW) [default: 1e-3; with --init, the starting model's
-    /// fine-tuning rate: 1e-4].
+    /// fine-tuning rate: 1e-5 for the dlib ResNet, 1e-4 for the others].
     #[arg(long)]
     pub lr: Option<f64>,
     /// AdamW decoupled weight decay (conv and linear weights only).

@@ -95,7 +95,8 @@ impl BundledModel {
         ModelConfig::from_json(text, Path::new(&self.source_name()))
     }
 
-    /// The model, loaded for inference on `device`.
+    /// The model, loaded for inference on `device`, with face detection on when it expects
+    /// photos (the default model does: [`Embedder::with_model_defaults`]).
     pub fn embedder(self, device: &Device) -> Result<Embedder> {
         let cfg = self.config()?;
         let (_, weights) = self.files()?;
@@ -103,7 +104,9 @@ impl BundledModel {
             .map_err(|e| Error::weights(self.source_name(), e))?;
         let net = EmbeddingNet::new(&cfg.architecture, vb)?;
         let source = PathBuf::from(self.source_name());
-        Ok(Embedder::from_parts(cfg, net, device.clone(), source).with_weight_bytes(weights))
+        Embedder::from_parts(cfg, net, device.clone(), source)
+            .with_weight_bytes(weights)
+            .with_model_defaults()
     }
 
     /// The model's config and weights as f32 tensors on the CPU.
