@@ -41,8 +41,7 @@ pub enum FaceCrop {
         size: u32,
     },
     /// dlib's face chip, as dlib's face-recognition models expect: dlib's 5-point landmark model
-    /// (bundled) runs on a dlib-style box derived from the detection box ([`dlib_box`]) and
-    /// twice more on the box its landmarks imply, then
+    /// (bundled) runs on a dlib-style box derived from the detection box ([`dlib_box`]), then
     /// `get_face_chip_details(landmarks, size, padding)` and `extract_image_chip` cut an
     /// upright `size × size` chip (dlib's recognition ResNet: 150, padding 0.25).
     DlibChip {
@@ -163,16 +162,7 @@ impl FaceCrop {
 
 /// dlib's face chip of `face` (see [`FaceCrop::DlibChip`]).
 fn dlib_chip(img: &RgbImage, face: &Face, size: u32, padding: f32) -> Result<RgbImage> {
-    let predictor = super::bundled::bundled_landmarks()?;
-    let mut landmarks = predictor.predict(img, dlib_box(face));
-    // The landmarks place the face more precisely than the detector's box: derive dlib's box
-    // from them and run the cascade again (twice), which brings the chip closer to dlib's.
-    for _ in 0..2 {
-        match box_from_landmarks(&landmarks) {
-            Some(rect) => landmarks = predictor.predict(img, rect),
-            None => break,
-        }
-    }
+    let landmarks = super::bundled::bundled_landmarks()?.predict(img, dlib_box(face));
     let five: [(f64, f64); 5] = landmarks
         .get(..5)
         .and_then(|s| s.try_into().ok())
@@ -199,31 +189,6 @@ pub fn dlib_box(face: &Face) -> Rect {
         right: r(cx + side / 2.0),
         bottom: r(cy + side / 2.0),
     }
-}
-
-/// The box dlib's detector gives a face whose five dlib landmarks are `points` (eye corners
-/// 0–3, nose 4): with `m` their mean and `d` the distance between the two eye centres, centre
-/// `(m.x − 0.0869·d, m.y + 0.3186·d)` and side `2.5579·d` (medians over 1 496 LFW faces of
-/// dlib's own boxes and landmarks). `None` for degenerate points.
-fn box_from_landmarks(points: &[(f64, f64)]) -> Option<Rect> {
-    let p: [(f64, f64); 5] = points.get(..5)?.try_into().ok()?;
-    let (mx, my) = p
-        .iter()
-        .fold((0.0, 0.0), |(x, y), q| (x + q.0 / 5.0, y + q.1 / 5.0));
-    let eye = |a: (f64, f64), b: (f64, f64)| ((a.0 + b.0) / 2.0, (a.1 + b.1) / 2.0);
-    let (e1, e2) = (eye(p[0], p[1]), eye(p[2], p[3]));
-    let d = (e1.0 - e2.0).hypot(e1.1 - e2.1);
-    if !(d.is_finite() && d >= 2.0 && mx.is_finite() && my.is_finite()) {
-        return None;
-    }
-    let (cx, cy, side) = (mx - 0.0869 * d, my + 0.3186 * d, 2.5579 * d);
-    let r = |v: f64| v.round().clamp(-1e9, 1e9) as i64;
-    Some(Rect {
-        left: r(cx - side / 2.0),
-        top: r(cy - side / 2.0),
-        right: r(cx + side / 2.0),
-        bottom: r(cy + side / 2.0),
-    })
 }
 
 /// Median MTCNN landmarks (left eye, right eye, nose tip, left and right mouth corner) over
