@@ -27,34 +27,9 @@ use candle_face::infer::{BundledModel, Verifier};
 use image::RgbImage;
 use serde_json::json;
 
-type Res<T> = candle_face::Result<T>;
+mod common;
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-fn runs(n: usize) -> usize {
-    let scale: f64 = std::env::var("RUNS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1.0);
-    ((n as f64 * scale).round() as usize).max(1)
-}
-
-/// Seconds of each of `runs` calls of `f` after `warmup` calls.
-fn timed_all(warmup: usize, runs: usize, mut f: impl FnMut() -> Res<()>) -> Res<Vec<f64>> {
-    for _ in 0..warmup {
-        f()?;
-    }
-    let mut ts = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let t = Instant::now();
-        f()?;
-        ts.push(t.elapsed().as_secs_f64());
-    }
-    Ok(ts)
-}
+use common::{median, runs, timed_all, Res};
 
 fn shared() -> PathBuf {
     std::env::var_os("CANDLE_FACE_SHARED")

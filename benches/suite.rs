@@ -27,34 +27,9 @@ use candle_face::train::trainable_vars;
 use candle_nn::{VarBuilder, VarMap};
 use serde_json::json;
 
-type Res<T> = candle_face::Result<T>;
+mod common;
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-fn runs(n: usize) -> usize {
-    let scale: f64 = std::env::var("RUNS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1.0);
-    ((n as f64 * scale).round() as usize).max(1)
-}
-
-/// Median seconds of `f` over `runs` calls after `warmup` calls.
-fn timed(warmup: usize, runs: usize, mut f: impl FnMut() -> Res<()>) -> Res<f64> {
-    for _ in 0..warmup {
-        f()?;
-    }
-    let mut ts = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let t = Instant::now();
-        f()?;
-        ts.push(t.elapsed().as_secs_f64());
-    }
-    Ok(median(ts))
-}
+use common::{median, runs, timed, Res};
 
 fn compact64() -> Architecture {
     Architecture::CompactCnn(CompactCnnConfig::default())
