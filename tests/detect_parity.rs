@@ -2,6 +2,8 @@
 //! the three networks, every stage of the cascade on scikit-image's astronaut, the
 //! `extract_face` crop, and whole detections on real photos (`mtcnn_detect.json`).
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -37,22 +39,8 @@ fn mtcnn(shared: &std::path::Path) -> Mtcnn {
     .expect("load MTCNN")
 }
 
-fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims(), "shapes differ");
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
 fn assert_close(what: &str, got: &Tensor, want: &Tensor, tol: f32) {
-    let d = max_abs(got, want);
+    let d = common::max_abs_diff(got, want);
     println!("{what}: max |Δ| = {d:.3e}");
     assert!(d <= tol, "{what}: max |Δ| = {d} > {tol}");
 }

@@ -36,19 +36,6 @@ fn converted() -> Option<(tempfile::TempDir, PathBuf)> {
     Some((dir, out))
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
 #[test]
 fn network_matches_dlib_on_its_own_chips_and_on_noise() {
     let (Some(fx), Some((_dir, model))) = (fixture(), converted()) else {
@@ -63,7 +50,7 @@ fn network_matches_dlib_on_its_own_chips_and_on_noise() {
         ("noise_chips", "noise_descriptors"),
     ] {
         let got = emb.embed_prepared(&images(&fx[chips])).unwrap();
-        let d = max_abs_diff(&got, &fx[want]);
+        let d = common::max_abs_diff(&got, &fx[want]);
         eprintln!("{want}: max |Δ| = {d:e}");
         assert!(d <= 1e-4, "{want}: max |Δ| = {d}");
     }
@@ -126,7 +113,7 @@ fn network_built_for_training_then_initialised_matches_dlib() {
         .unwrap();
     let got = net.forward_t(&x, true).unwrap();
     let want = fx["chip_descriptors"].narrow(0, 0, 2).unwrap();
-    let d = max_abs_diff(&got, &want);
+    let d = common::max_abs_diff(&got, &want);
     assert!(d <= 1e-4, "max |Δ| = {d}");
 }
 

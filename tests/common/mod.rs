@@ -51,3 +51,18 @@ pub fn lfw_with_bundled_model() -> Option<PathBuf> {
     }
     shared_path("data/lfw/train")
 }
+
+/// The largest absolute difference between two tensors of the same shape (f32).
+pub fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims(), "shapes differ");
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
