@@ -76,10 +76,15 @@ impl DetectArgs {
 
     /// Turns detection on in `embedder` when [`enabled`](Self::enabled).
     pub fn apply(&self, embedder: Embedder) -> Result<Embedder> {
-        if self.enabled(&embedder) {
-            Ok(embedder.with_detection_pick(self.pick.into())?)
+        let pick = self.pick.into();
+        if !self.enabled(&embedder) {
+            return Ok(embedder.without_detection());
+        }
+        // A model that detects by default already holds a finder: keep it when the pick agrees.
+        if embedder.face_finder().is_some_and(|f| f.pick() == pick) {
+            Ok(embedder)
         } else {
-            Ok(embedder.without_detection())
+            Ok(embedder.with_detection_pick(pick)?)
         }
     }
 }

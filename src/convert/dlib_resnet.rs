@@ -50,6 +50,9 @@ struct PoolSpec {
     padding: (usize, usize),
 }
 
+/// Tensors by name, each with its shape and values.
+pub type NamedTensors = Vec<(String, Vec<usize>, Vec<f32>)>;
+
 /// What a dlib ResNet file holds, ready to be saved as a model folder.
 #[derive(Debug, Clone)]
 pub struct DlibResNetFile {
@@ -62,7 +65,7 @@ pub struct DlibResNetFile {
     /// The metric loss's margin.
     pub margin: f32,
     /// Tensors by name, each with its shape, in [`crate::model::DlibResNet`]'s naming.
-    pub tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
+    pub tensors: NamedTensors,
 }
 
 /// Parses a dlib face-recognition ResNet from the bytes of its `.dat` file.
@@ -90,12 +93,14 @@ pub fn parse_dlib_resnet(bytes: &[u8]) -> ReadResult<DlibResNetFile> {
     if !r.is_at_end() {
         return Err(r.err("unexpected bytes after the last layer"));
     }
-    let mut file = assemble(&layers, bytes.len())?;
-    file.config.image_size = rows;
-    file.mean_rgb = mean_rgb;
-    file.distance_threshold = distance_threshold;
-    file.margin = margin;
-    Ok(file)
+    let (config, tensors) = assemble(&layers, bytes.len(), rows)?;
+    Ok(DlibResNetFile {
+        config,
+        mean_rgb,
+        distance_threshold,
+        margin,
+        tensors,
+    })
 }
 
 /// Reads the per-layer version numbers down to the input layer; returns how many computational
@@ -292,7 +297,7 @@ impl<'a> Walker<'a> {
         k: usize,
         stride: usize,
         relu: bool,
-        out: &mut Vec<(String, Vec<usize>, Vec<f32>)>,
+        out: &mut NamedTensors,
     ) -> ReadResult<usize> {
         let pad = if stride == 1 { k / 2 } else { 0 };
         let what = format!(
@@ -337,12 +342,7 @@ impl<'a> Walker<'a> {
     }
 
     /// One residual unit; returns its output channels and whether it downsamples.
-    fn unit(
-        &mut self,
-        i: usize,
-        c_in: usize,
-        out: &mut Vec<(String, Vec<usize>, Vec<f32>)>,
-    ) -> ReadResult<(usize, bool)> {
+    fn unit(&mut self, i: usize, c_in: usize, out: &mut NamedTensors) -> ReadResult<(usize, bool)> {
         let down = matches!(
             self.layers.get(self.pos),
             Some((_, Layer::Con { stride: (2, 2), .. }))
@@ -386,7 +386,11 @@ fn layer_name(l: &Layer) -> &'static str {
 }
 
 /// Matches the layer sequence to stem, residual units, pooling and the linear layer.
-fn assemble(layers: &[(usize, Layer)], end: usize) -> ReadResult<DlibResNetFile> {
+fn assemble(
+    layers: &[(usize, Layer)],
+    end: usize,
+    image_size: usize,
+) -> ReadResult<(DlibResNetConfig, NamedTensors)> {
     let mut w = Walker {
         layers,
         pos: 0,
@@ -446,16 +450,10 @@ fn assemble(layers: &[(usize, Layer)], end: usize) -> ReadResult<DlibResNetFile>
     }
     tensors.push(("fc.weight".into(), vec![*outputs, *inputs], fc));
     let config = DlibResNetConfig {
-        image_size: 0,
+        image_size,
         stem_channels: stem,
         stages,
         embedding_dim: *outputs,
     };
-    Ok(DlibResNetFile {
-        config,
-        mean_rgb: [0.0; 3],
-        distance_threshold: 0.0,
-        margin: 0.0,
-        tensors,
-    })
+    Ok((config, tensors))
 }
