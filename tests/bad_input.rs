@@ -1,4 +1,4 @@
-//! Issue #7's bad-input corpus, generated at test time, run through the CLI: every case gives the
+//! A bad-input corpus, generated at test time, run through the CLI: every case gives the
 //! behaviour a user expects, errors name the file, and nothing panics.
 
 use assert_cmd::Command;
