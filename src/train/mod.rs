@@ -12,6 +12,7 @@ pub mod checkpoint;
 pub mod fine_tune;
 pub mod optim;
 pub mod schedule;
+pub mod seeded_init;
 pub mod validate;
 
 use crate::data::augment::Augment;
