@@ -26,6 +26,7 @@ mod tests;
 use candle_core::{Result, Tensor};
 
 use super::is_cpu_f32;
+use super::kernel::Op2;
 use op::Conv2dOp;
 
 pub(super) use backward::{input_grad_into, weight_grad};
@@ -48,7 +49,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: (usize, usize)) ->
     if is_cpu_f32(x) && is_cpu_f32(w) {
         let x = x.contiguous()?;
         let w = w.contiguous()?;
-        return x.apply_op2(&w, Conv2dOp { stride, padding });
+        return x.apply_op2(&w, Op2(Conv2dOp { stride, padding }));
     }
     let (ph, pw) = padding;
     if ph == pw {

@@ -1,11 +1,11 @@
 //! The convolution as candle custom ops: the forward op and its two gradient ops.
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, Result, Shape, Tensor};
 
 use super::backward::{input_grad, weight_grad};
 use super::forward::forward;
 use super::geom::Geom;
-use crate::ops::f32_data;
+use crate::ops::kernel::{check_grad_shape, Grads2, Input, Kernel2, Op2, Output};
 
 /// The forward convolution; its backward calls [`Conv2dInputGrad`] and [`Conv2dWeightGrad`].
 pub(super) struct Conv2dOp {
@@ -13,32 +13,18 @@ pub(super) struct Conv2dOp {
     pub(super) padding: (usize, usize),
 }
 
-impl CustomOp2 for Conv2dOp {
+impl Kernel2 for Conv2dOp {
     fn name(&self) -> &'static str {
         "candle-face-conv2d"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, (x, l1): Input, (w, l2): Input) -> Output {
         let g = Geom::new(l1.dims(), l2.dims(), self.stride, self.padding)?;
-        let x = f32_data(s1, l1, self.name())?;
-        let w = f32_data(s2, l2, self.name())?;
         let y = forward(x, w, &g);
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.o, g.oh, g.ow))))
     }
 
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Grads2 {
         conv_grads(x, w, grad, self.stride, self.padding)
     }
 }
@@ -64,7 +50,7 @@ pub(in crate::ops) fn conv_grads(
                 h,
                 w: wd,
             };
-            grad.apply_op2_no_bwd(w, &op)
+            grad.apply_op2_no_bwd(w, &Op2(op))
         })
         .transpose()?;
     let dw = w
@@ -76,7 +62,7 @@ pub(in crate::ops) fn conv_grads(
                 kh,
                 kw,
             };
-            x.apply_op2_no_bwd(&grad, &op)
+            x.apply_op2_no_bwd(&grad, &Op2(op))
         })
         .transpose()?;
     Ok((dx, dw))
@@ -90,18 +76,12 @@ struct Conv2dInputGrad {
     w: usize,
 }
 
-impl CustomOp2 for Conv2dInputGrad {
+impl Kernel2 for Conv2dInputGrad {
     fn name(&self) -> &'static str {
         "candle-face-conv2d-input-grad"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, (dy, l1): Input, (w, l2): Input) -> Output {
         let (n, o, oh, ow) = l1.shape().dims4()?;
         let (_, c, _, _) = l2.shape().dims4()?;
         let g = Geom::new(
@@ -110,15 +90,7 @@ impl CustomOp2 for Conv2dInputGrad {
             self.stride,
             self.padding,
         )?;
-        if (g.o, g.oh, g.ow) != (o, oh, ow) {
-            candle_core::bail!(
-                "{}: gradient shape {:?} does not fit",
-                self.name(),
-                l1.dims()
-            )
-        }
-        let dy = f32_data(s1, l1, self.name())?;
-        let w = f32_data(s2, l2, self.name())?;
+        check_grad_shape((g.o, g.oh, g.ow) == (o, oh, ow), self.name(), l1.dims())?;
         let dx = input_grad(dy, w, &g);
         Ok((CpuStorage::F32(dx), Shape::from((n, c, self.h, self.w))))
     }
@@ -132,18 +104,12 @@ struct Conv2dWeightGrad {
     kw: usize,
 }
 
-impl CustomOp2 for Conv2dWeightGrad {
+impl Kernel2 for Conv2dWeightGrad {
     fn name(&self) -> &'static str {
         "candle-face-conv2d-weight-grad"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, (x, l1): Input, (dy, l2): Input) -> Output {
         let (_, c, _, _) = l1.shape().dims4()?;
         let (n2, o, oh, ow) = l2.shape().dims4()?;
         let g = Geom::new(
@@ -152,15 +118,7 @@ impl CustomOp2 for Conv2dWeightGrad {
             self.stride,
             self.padding,
         )?;
-        if (g.n, g.oh, g.ow) != (n2, oh, ow) {
-            candle_core::bail!(
-                "{}: gradient shape {:?} does not fit",
-                self.name(),
-                l2.dims()
-            )
-        }
-        let x = f32_data(s1, l1, self.name())?;
-        let dy = f32_data(s2, l2, self.name())?;
+        check_grad_shape((g.n, g.oh, g.ow) == (n2, oh, ow), self.name(), l2.dims())?;
         let dw = weight_grad(x, dy, &g);
         Ok((CpuStorage::F32(dw), Shape::from((o, c, self.kh, self.kw))))
     }

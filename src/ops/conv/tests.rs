@@ -1,3 +1,4 @@
+use candle_core::backprop::GradStore;
 use candle_core::Tensor;
 
 use super::backward::{input_grad, input_grad_bands, weight_grad, weight_grad_bands};
@@ -6,6 +7,7 @@ use super::forward::{forward_bands, forward_channels};
 use super::gemm::padded_ld;
 use super::geom::Geom;
 use super::plan::{balanced_group, Bands};
+use crate::ops::test_util::{assert_close, to_f64, vals};
 use candle_core::{Device, Var, D};
 
 /// Brute-force f64 convolution: the independent reference.
@@ -48,27 +50,6 @@ fn conv_ref(
     y
 }
 
-fn to_f64(t: &Tensor) -> Vec<f64> {
-    t.flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap()
-        .iter()
-        .map(|&v| v as f64)
-        .collect()
-}
-
-fn assert_close(got: &[f64], want: &[f64], tol: f64, what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: lengths");
-    let scale = want.iter().fold(1e-3f64, |m, v| m.max(v.abs()));
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!(
-            (g - w).abs() <= tol * scale,
-            "{what}[{i}]: got {g}, want {w} (scale {scale})"
-        );
-    }
-}
-
 /// Shapes: (x dims, w dims, stride, padding).
 /// x dims, w dims, stride, (pad_h, pad_w).
 type Case = ([usize; 4], [usize; 4], usize, (usize, usize));
@@ -87,6 +68,28 @@ const CASES: &[Case] = &[
     ([7, 3, 3, 3], [4, 3, 1, 1], 1, (0, 0)),
     ([7, 2, 5, 5], [3, 2, 3, 3], 2, (1, 1)),
 ];
+
+/// candle's built-in convolution, with the padding added by `pad_with_zeros` (candle pads both
+/// axes alike).
+fn candle_conv2d(x: &Tensor, w: &Tensor, s: usize, pad: (usize, usize)) -> Tensor {
+    x.pad_with_zeros(2, pad.0, pad.0)
+        .unwrap()
+        .pad_with_zeros(3, pad.1, pad.1)
+        .unwrap()
+        .conv2d(w, 0, s, 1, 1)
+        .unwrap()
+}
+
+/// Random inputs of a case and its geometry.
+fn inputs_and_geometry(
+    xd: [usize; 4],
+    wd: [usize; 4],
+    s: usize,
+    pad: (usize, usize),
+) -> (Tensor, Tensor, Geom) {
+    let (x, w) = inputs(xd, wd);
+    (x, w, Geom::new(&xd, &wd, s, pad).unwrap())
+}
 
 fn inputs(xd: [usize; 4], wd: [usize; 4]) -> (Tensor, Tensor) {
     let dev = Device::Cpu;
@@ -108,12 +111,7 @@ fn forward_matches_brute_force_and_candle() {
             &format!("fwd {xd:?} {wd:?} s{s} p{pad:?}"),
         );
         // candle's built-in (symmetric padding via pad_with_zeros).
-        let xp = x
-            .pad_with_zeros(2, pad.0, pad.0)
-            .unwrap()
-            .pad_with_zeros(3, pad.1, pad.1)
-            .unwrap();
-        let yc = xp.conv2d(&w, 0, s, 1, 1).unwrap();
+        let yc = candle_conv2d(&x, &w, s, pad);
         assert_eq!(y.dims(), yc.dims());
         assert_close(&to_f64(&y), &to_f64(&yc), 1e-4, "fwd vs candle");
     }
@@ -142,10 +140,6 @@ fn channel_epilogue(y: &mut [f32], s: usize) {
     }
 }
 
-fn flat(t: &Tensor) -> Vec<f32> {
-    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-}
-
 fn f64s(a: &[f32]) -> Vec<f64> {
     a.iter().map(|&v| v as f64).collect()
 }
@@ -161,17 +155,16 @@ fn channel_epilogue_ref(y: &mut [f64], o: usize, p: usize) {
 fn banded_and_channel_split_forward_match_brute_force() {
     // The batch-1 latency paths, forced with explicit cuts so they run whatever the
     // machine's thread count; uneven last band and last channel block included.
-    let cases: &[Case] = &[
+    let epilogue: &(dyn Fn(&mut [f32], usize) + Sync) = &channel_epilogue;
+    let cases = [
         ([1, 3, 20, 18], [5, 3, 3, 3], 1, (1, 2)),
         ([2, 4, 23, 17], [7, 4, 3, 3], 2, (0, 0)),
         ([1, 3, 9, 13], [6, 3, 1, 7], 1, (0, 3)),
         ([2, 6, 3, 3], [9, 6, 1, 1], 1, (0, 0)),
     ];
-    let epilogue: &(dyn Fn(&mut [f32], usize) + Sync) = &channel_epilogue;
-    for &(xd, wd, s, pad) in cases {
-        let (x, w) = inputs(xd, wd);
-        let g = Geom::new(&xd, &wd, s, pad).unwrap();
-        let (xv, wv) = (flat(&x), flat(&w));
+    for (xd, wd, s, pad) in cases {
+        let (x, w, g) = inputs_and_geometry(xd, wd, s, pad);
+        let (xv, wv) = (vals(&x), vals(&w));
         let plain = conv_ref(&to_f64(&x), xd, &to_f64(&w), wd, s, pad);
         let mut with_epi = plain.clone();
         channel_epilogue_ref(&mut with_epi, g.o, g.p());
@@ -257,14 +250,13 @@ fn banded_gradients_match_the_whole_image_gradients() {
         ([3, 2, 7, 12], [5, 2, 1, 7], 1, (0, 3)),
     ];
     for &(xd, wd, s, pad) in cases {
-        let (x, w) = inputs(xd, wd);
-        let g = Geom::new(&xd, &wd, s, pad).unwrap();
+        let (x, w, g) = inputs_and_geometry(xd, wd, s, pad);
         assert!(
             Bands::for_cache(&g).is_none(),
             "small enough for the plain path"
         );
         let dy = Tensor::randn(0f32, 1., (g.n, g.o, g.oh, g.ow), &Device::Cpu).unwrap();
-        let (xv, wv, dyv) = (flat(&x), flat(&w), flat(&dy));
+        let (xv, wv, dyv) = (vals(&x), vals(&w), vals(&dy));
         let want_dx = f64s(&input_grad(&dyv, &wv, &g));
         let want_dw = f64s(&weight_grad(&xv, &dyv, &g));
         for rows in 1..=g.oh.min(3) {
@@ -282,6 +274,25 @@ fn banded_gradients_match_the_whole_image_gradients() {
     }
 }
 
+/// A case's random inputs as variables, a random projection `r` of the op's output, and the
+/// gradients of `Σ conv2d(x, w)·r`.
+fn projection_gradients(
+    xd: [usize; 4],
+    wd: [usize; 4],
+    s: usize,
+    pad: (usize, usize),
+) -> (Var, Var, Tensor, GradStore) {
+    let (x0, w0) = inputs(xd, wd);
+    let (x, w) = (
+        Var::from_tensor(&x0).unwrap(),
+        Var::from_tensor(&w0).unwrap(),
+    );
+    let y = conv2d(&x, &w, s, pad).unwrap();
+    let r = Tensor::randn(0f32, 1., y.dims(), &Device::Cpu).unwrap();
+    let g = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    (x, w, r, g)
+}
+
 #[test]
 fn gradients_match_candle_autograd() {
     for &(xd, wd, s, pad) in CASES {
@@ -291,20 +302,8 @@ fn gradients_match_candle_autograd() {
         if (xd[2] + 2 * pad.0 - wd[2]) % s != 0 || (xd[3] + 2 * pad.1 - wd[3]) % s != 0 {
             continue;
         }
-        let (x0, w0) = inputs(xd, wd);
-        let (x, w) = (
-            Var::from_tensor(&x0).unwrap(),
-            Var::from_tensor(&w0).unwrap(),
-        );
-        let y = conv2d(&x, &w, s, pad).unwrap();
-        let r = Tensor::randn(0f32, 1., y.dims(), &Device::Cpu).unwrap();
-        let g = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
-        let xp = x
-            .pad_with_zeros(2, pad.0, pad.0)
-            .unwrap()
-            .pad_with_zeros(3, pad.1, pad.1)
-            .unwrap();
-        let yc = xp.conv2d(&w, 0, s, 1, 1).unwrap();
+        let (x, w, r, g) = projection_gradients(xd, wd, s, pad);
+        let yc = candle_conv2d(&x, &w, s, pad);
         let gc = (yc * &r).unwrap().sum_all().unwrap().backward().unwrap();
         let what = format!("{xd:?} {wd:?} s{s} p{pad:?}");
         for v in [&x, &w] {
@@ -320,15 +319,8 @@ fn gradients_match_candle_autograd() {
 #[test]
 fn gradients_match_finite_differences() {
     for &(xd, wd, s, pad) in CASES {
-        let (x0, w0) = inputs(xd, wd);
-        let (x, w) = (
-            Var::from_tensor(&x0).unwrap(),
-            Var::from_tensor(&w0).unwrap(),
-        );
-        let y = conv2d(&x, &w, s, pad).unwrap();
-        let r = Tensor::randn(0f32, 1., y.dims(), &Device::Cpu).unwrap();
-        let g = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
-        let (xv, wv, rv) = (to_f64(&x0), to_f64(&w0), to_f64(&r));
+        let (x, w, r, g) = projection_gradients(xd, wd, s, pad);
+        let (xv, wv, rv) = (to_f64(&x), to_f64(&w), to_f64(&r));
         let loss = |xv: &[f64], wv: &[f64]| -> f64 {
             conv_ref(xv, xd, wv, wd, s, pad)
                 .iter()
