@@ -361,6 +361,31 @@ mod tests {
         l
     }
 
+    /// candle-nn's BatchNorm with weight `gamma` and bias `beta`, and the map holding its Vars.
+    fn candle_nn_batch_norm(
+        gamma: &Tensor,
+        beta: &Tensor,
+        eps: f64,
+    ) -> (candle_nn::BatchNorm, VarMap) {
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, gamma.device());
+        let cfg = candle_nn::BatchNormConfig {
+            eps,
+            ..Default::default()
+        };
+        let bn = candle_nn::batch_norm(gamma.elem_count(), cfg, vb).unwrap();
+        for (name, value) in [("weight", gamma), ("bias", beta)] {
+            vm.data()
+                .lock()
+                .unwrap()
+                .get(name)
+                .unwrap()
+                .set(value)
+                .unwrap();
+        }
+        (bn, vm)
+    }
+
     #[test]
     fn matches_candle_nn_batch_norm_values_stats_and_gradients() {
         let dev = Device::Cpu;
@@ -381,27 +406,7 @@ mod tests {
         let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
 
         // candle-nn BatchNorm in training mode, same γ/β.
-        let vm = VarMap::new();
-        let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
-        let cfg = candle_nn::BatchNormConfig {
-            eps,
-            ..Default::default()
-        };
-        let bn = candle_nn::batch_norm(c, cfg, vb).unwrap();
-        vm.data()
-            .lock()
-            .unwrap()
-            .get("weight")
-            .unwrap()
-            .set(&gamma)
-            .unwrap();
-        vm.data()
-            .lock()
-            .unwrap()
-            .get("bias")
-            .unwrap()
-            .set(&beta)
-            .unwrap();
+        let (bn, vm) = candle_nn_batch_norm(&gamma, &beta, eps);
         let xv2 = Var::from_tensor(&x).unwrap();
         let yc = bn.forward_t(&xv2, true).unwrap();
         assert_close(&to_f64(&y), &to_f64(&yc), 1e-5, "y");

@@ -146,7 +146,7 @@ fn first_max4(a: f32, b: f32, c: f32, d: f32) -> (u32, f32) {
     (i, m)
 }
 
-/// The value of [`first_max4`] only, branch-free so that the loop vectorises.
+/// The value of `first_max4` (a test reference) only, branch-free so that the loop vectorises.
 #[inline(always)]
 fn max4(a: f32, b: f32, c: f32, d: f32) -> f32 {
     let ab = if b > a { b } else { a };
@@ -159,7 +159,7 @@ fn max4(a: f32, b: f32, c: f32, d: f32) -> f32 {
     }
 }
 
-/// [`first_max4`]'s index as a one-hot mask, branch-free, and the maximum ([`max4`]): the
+/// `first_max4`'s index as a one-hot mask, branch-free, and the maximum ([`max4`]): the
 /// first element equal to the maximum, or the first NaN when there is one.
 #[inline(always)]
 fn first_max4_mask(a: f32, b: f32, c: f32, d: f32) -> ([bool; 4], f32) {

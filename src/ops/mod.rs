@@ -12,8 +12,8 @@
 //!   passes with the closed-form backward;
 //! - [`conv_bn_train`]: the three above as one training node (convolution, BatchNorm, ReLU,
 //!   optional pool), so the intermediate activations never enter candle's autograd graph;
-//! - [`conv_affine`], [`conv_bias_scaled`], [`conv_bias_prelu`]: convolutions for inference whose
-//!   folded BatchNorm, bias or PReLU runs on each output block right after its GEMM.
+//! - [`conv_affine`], [`conv_bias_scaled`], [`conv_bias_prelu`]: convolutions whose folded
+//!   BatchNorm, scaled bias or bias and PReLU run on each output block right after its GEMM.
 //!
 //! Every op takes and returns ordinary [`candle_core::Tensor`]s and plugs into candle's autograd.
 //! The fast paths run on the CPU in f32; other devices and dtypes fall back to candle's
@@ -24,10 +24,12 @@
 //! The ops spread their work over the rayon pool they run in (`RAYON_NUM_THREADS`;
 //! [`crate::pin_thread_count`] sets it to the physical core count when it is unset, as the
 //! `candle-face` binary does). The element-wise passes (BatchNorm, pooling, ReLU) go plane by
-//! plane or in fixed chunks; the statistics channel by channel. A convolution's forward pass
-//! takes the first of these that applies (`conv/plan.rs`):
-//! 1. **Bands of output rows**, when the image is large: each band is unfolded and multiplied on
-//!    its own, so its im2col matrix (about 96 K floats) is read from L2 cache rather than memory.
+//! plane or in fixed chunks (a small pooling input stays on the calling thread); the statistics
+//! channel by channel. A convolution's forward pass takes the first of these that applies
+//! (`conv/plan.rs`):
+//! 1. **Bands of output rows**, when the image is large (not for 1×1 stride-1 kernels, which
+//!    need no im2col): each band is unfolded and multiplied on its own, so its im2col matrix
+//!    (about 96 K floats) is read from L2 cache rather than memory.
 //!    With fewer images than threads (batch-1 inference) the bands also spread one image over
 //!    the threads. With a full batch, only where the GEMM waits on memory rather than arithmetic
 //!    (at most 64 output channels and an unfolded image over 4 MB, such as InceptionResnetV1's
@@ -39,10 +41,11 @@
 //! 3. **Inside the GEMM**, for products from 64 MFLOP: the `gemm` crate splits each one over
 //!    the threads (`CANDLE_FACE_PAR_MIN_FLOPS` changes the threshold for other machines; below
 //!    it, fork and join cost more than they save).
-//! 4. **Output-channel blocks**, for a single small image from 4 MFLOP (late layers at batch 1,
-//!    8×8 or 3×3 outputs): each thread multiplies its share of the weight rows.
+//! 4. **Output-channel blocks**, one image at a time, from 4 MFLOP per image (late layers at
+//!    batch 1, 8×8 or 3×3 outputs): each thread multiplies its share of the weight rows.
 //!
-//! Otherwise the groups run one after the other on the calling thread. The gradients use 1–3.
+//! Otherwise the groups run one after the other on the calling thread. The gradients take bands
+//! for the memory-bound layers only, else groups across the batch or threads inside the GEMM.
 //!
 //! # Memory
 //!

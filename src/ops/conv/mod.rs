@@ -11,8 +11,13 @@
 //! Matrix products use the `gemm` crate (the one candle itself uses). Images whose output has
 //! fewer than ~192 pixels (late layers) are unfolded side by side and multiplied as one wider
 //! GEMM, so the micro-kernel's panels fill. With at least as many such groups as threads the
-//! batch is split across threads (each GEMM single-threaded); otherwise the GEMMs themselves run
-//! in parallel.
+//! batch is split across threads (each GEMM single-threaded); otherwise large GEMMs themselves
+//! run in parallel.
+//!
+//! How the work is cut over the threads is described in the [`crate::ops`] module docs. Files:
+//! `geom` (sizes, im2col / col2im), `gemm` (matrix views, the GEMM call, gathering several
+//! images into one matrix), `plan` (images per GEMM, threads, bands, scratch buffers),
+//! `forward`, `backward` (both gradients) and `op` (the candle custom ops).
 
 mod backward;
 mod forward;
