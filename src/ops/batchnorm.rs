@@ -10,10 +10,11 @@
 
 use std::sync::{Arc, Mutex};
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, Var};
+use candle_core::{CpuStorage, Result, Shape, Tensor, Var};
 use rayon::prelude::*;
 
-use super::{f32_data, is_cpu_f32};
+use super::is_cpu_f32;
+use super::kernel::{lock_saved, unpack_grads, Grads3, Input, Kernel3, Op3, Output};
 
 /// Batch normalization in training mode of `x` (N, C, …) with the batch's own statistics.
 ///
@@ -52,11 +53,8 @@ pub fn batch_norm_train(
     };
     let y = x
         .contiguous()?
-        .apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?;
-    let stats = saved
-        .lock()
-        .map_err(|_| candle_core::Error::Msg("batch_norm_train: poisoned statistics".into()))?
-        .clone();
+        .apply_op3(&gamma.contiguous()?, &beta.contiguous()?, Op3(op))?;
+    let stats = lock_saved(&saved, POISONED)?.clone();
     let var = Tensor::from_vec(stats.var_biased, c, x.device())?;
     let mean = Tensor::from_vec(stats.mean, c, x.device())?;
     Ok((y, mean, var))
@@ -217,29 +215,21 @@ pub(super) fn sum8_2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
             .sum::<f64>()
 }
 
+/// The error when a thread panicked while holding the saved statistics.
+const POISONED: &str = "batch_norm_train: poisoned statistics";
+
 struct BatchNormOp {
     eps: f64,
     saved: Arc<Mutex<Stats>>,
 }
 
-impl CustomOp3 for BatchNormOp {
+impl Kernel3 for BatchNormOp {
     fn name(&self) -> &'static str {
         "candle-face-batch-norm-train"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, (x, l1): Input, (gamma, _): Input, (beta, _): Input) -> Output {
         let (n, c, s) = ncs(l1.dims())?;
-        let x = f32_data(s1, l1, self.name())?;
-        let gamma = f32_data(s2, l2, self.name())?;
-        let beta = f32_data(s3, l3, self.name())?;
         if gamma.len() != c || beta.len() != c {
             candle_core::bail!("{}: gamma/beta do not have {c} entries", self.name())
         }
@@ -255,11 +245,7 @@ impl CustomOp3 for BatchNormOp {
                 let b = beta[ch] - mean[ch] * a;
                 y.iter_mut().zip(x).for_each(|(y, &x)| *y = x * a + b);
             });
-        let mut saved = self
-            .saved
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("batch_norm_train: poisoned statistics".into()))?;
-        *saved = Stats {
+        *lock_saved(&self.saved, POISONED)? = Stats {
             mean,
             var_biased,
             invstd,
@@ -274,29 +260,20 @@ impl CustomOp3 for BatchNormOp {
         beta: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let stats = self
-            .saved
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("batch_norm_train: poisoned statistics".into()))?
-            .clone();
+    ) -> Grads3 {
+        let stats = lock_saved(&self.saved, POISONED)?.clone();
         let op = BatchNormGrad { stats };
         // One flat output: dx, then dγ, then dβ.
-        let out = x.apply_op3_no_bwd(&grad.contiguous()?, gamma, &op)?;
+        let out = x.apply_op3_no_bwd(&grad.contiguous()?, gamma, &Op3(op))?;
         let (total, c) = (x.elem_count(), gamma.elem_count());
-        let dx = x
-            .track_op()
-            .then(|| out.narrow(0, 0, total)?.reshape(x.shape()))
-            .transpose()?;
-        let dgamma = gamma
-            .track_op()
-            .then(|| out.narrow(0, total, c))
-            .transpose()?;
-        let dbeta = beta
-            .track_op()
-            .then(|| out.narrow(0, total + c, c))
-            .transpose()?;
-        Ok((dx, dgamma, dbeta))
+        unpack_grads(
+            &out,
+            [
+                (x.track_op(), total, x.shape().clone()),
+                (gamma.track_op(), c, Shape::from(c)),
+                (beta.track_op(), c, Shape::from(c)),
+            ],
+        )
     }
 }
 
@@ -305,27 +282,16 @@ struct BatchNormGrad {
     stats: Stats,
 }
 
-impl CustomOp3 for BatchNormGrad {
+impl Kernel3 for BatchNormGrad {
     fn name(&self) -> &'static str {
         "candle-face-batch-norm-train-grad"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, (x, l1): Input, (g, l2): Input, (gamma, _): Input) -> Output {
         let (n, c, s) = ncs(l1.dims())?;
         if l2.dims() != l1.dims() || self.stats.mean.len() != c {
             candle_core::bail!("{}: shapes do not fit", self.name())
         }
-        let x = f32_data(s1, l1, self.name())?;
-        let g = f32_data(s2, l2, self.name())?;
-        let gamma = f32_data(s3, l3, self.name())?;
         let Stats { mean, invstd, .. } = &self.stats;
         let m = (n * s) as f64;
         // Per channel: Σg and Σg·(x−μ).
@@ -363,26 +329,9 @@ impl CustomOp3 for BatchNormGrad {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::test_util::{assert_close, to_f64};
     use candle_core::{DType, Device, ModuleT};
     use candle_nn::{VarBuilder, VarMap};
-
-    fn vec(t: &Tensor) -> Vec<f64> {
-        t.flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap()
-            .iter()
-            .map(|&v| v as f64)
-            .collect()
-    }
-
-    fn close(got: &[f64], want: &[f64], tol: f64, what: &str) {
-        assert_eq!(got.len(), want.len());
-        let scale = want.iter().fold(1e-3f64, |m, v| m.max(v.abs()));
-        for (i, (g, w)) in got.iter().zip(want).enumerate() {
-            assert!((g - w).abs() <= tol * scale, "{what}[{i}]: {g} vs {w}");
-        }
-    }
 
     /// f64 reference: `Σ y·r` for batch norm of x (N, C, S).
     fn loss_ref(
@@ -412,6 +361,31 @@ mod tests {
         l
     }
 
+    /// candle-nn's BatchNorm with weight `gamma` and bias `beta`, and the map holding its Vars.
+    fn candle_nn_batch_norm(
+        gamma: &Tensor,
+        beta: &Tensor,
+        eps: f64,
+    ) -> (candle_nn::BatchNorm, VarMap) {
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, gamma.device());
+        let cfg = candle_nn::BatchNormConfig {
+            eps,
+            ..Default::default()
+        };
+        let bn = candle_nn::batch_norm(gamma.elem_count(), cfg, vb).unwrap();
+        for (name, value) in [("weight", gamma), ("bias", beta)] {
+            vm.data()
+                .lock()
+                .unwrap()
+                .get(name)
+                .unwrap()
+                .set(value)
+                .unwrap();
+        }
+        (bn, vm)
+    }
+
     #[test]
     fn matches_candle_nn_batch_norm_values_stats_and_gradients() {
         let dev = Device::Cpu;
@@ -432,47 +406,27 @@ mod tests {
         let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
 
         // candle-nn BatchNorm in training mode, same γ/β.
-        let vm = VarMap::new();
-        let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
-        let cfg = candle_nn::BatchNormConfig {
-            eps,
-            ..Default::default()
-        };
-        let bn = candle_nn::batch_norm(c, cfg, vb).unwrap();
-        vm.data()
-            .lock()
-            .unwrap()
-            .get("weight")
-            .unwrap()
-            .set(&gamma)
-            .unwrap();
-        vm.data()
-            .lock()
-            .unwrap()
-            .get("bias")
-            .unwrap()
-            .set(&beta)
-            .unwrap();
+        let (bn, vm) = candle_nn_batch_norm(&gamma, &beta, eps);
         let xv2 = Var::from_tensor(&x).unwrap();
         let yc = bn.forward_t(&xv2, true).unwrap();
-        close(&vec(&y), &vec(&yc), 1e-5, "y");
+        assert_close(&to_f64(&y), &to_f64(&yc), 1e-5, "y");
         let gc = (&yc * &r).unwrap().sum_all().unwrap().backward().unwrap();
-        close(
-            &vec(grads.get(&xv).unwrap()),
-            &vec(gc.get(&xv2).unwrap()),
+        assert_close(
+            &to_f64(grads.get(&xv).unwrap()),
+            &to_f64(gc.get(&xv2).unwrap()),
             1e-4,
             "dx",
         );
         let data = vm.data().lock().unwrap();
-        close(
-            &vec(grads.get(&gv).unwrap()),
-            &vec(gc.get(data.get("weight").unwrap()).unwrap()),
+        assert_close(
+            &to_f64(grads.get(&gv).unwrap()),
+            &to_f64(gc.get(data.get("weight").unwrap()).unwrap()),
             1e-4,
             "dgamma",
         );
-        close(
-            &vec(grads.get(&bv).unwrap()),
-            &vec(gc.get(data.get("bias").unwrap()).unwrap()),
+        assert_close(
+            &to_f64(grads.get(&bv).unwrap()),
+            &to_f64(gc.get(data.get("bias").unwrap()).unwrap()),
             1e-4,
             "dbeta",
         );
@@ -483,10 +437,15 @@ mod tests {
             Var::ones(c, DType::F32, &dev).unwrap(),
         );
         update_running_stats(&rm, &rv, &mean, &var, n * h * w, 0.1).unwrap();
-        close(&vec(&rm), &vec(bn.running_mean()), 1e-5, "running mean");
-        close(&vec(&rv), &vec(bn.running_var()), 1e-5, "running var");
+        assert_close(
+            &to_f64(&rm),
+            &to_f64(bn.running_mean()),
+            1e-5,
+            "running mean",
+        );
+        assert_close(&to_f64(&rv), &to_f64(bn.running_var()), 1e-5, "running var");
         // And the biased variance itself against a direct computation.
-        let xs = vec(&x);
+        let xs = to_f64(&x);
         for ch in 0..c {
             let v: Vec<f64> = (0..n)
                 .flat_map(|i| xs[(i * c + ch) * h * w..(i * c + ch + 1) * h * w].to_vec())
@@ -494,8 +453,8 @@ mod tests {
             let mu = v.iter().sum::<f64>() / v.len() as f64;
             let var_ref = v.iter().map(|a| (a - mu) * (a - mu)).sum::<f64>() / v.len() as f64;
             assert!(
-                (vec(&mean)[ch] - mu).abs() < 1e-5
-                    && (vec(&var)[ch] - var_ref).abs() < 1e-4 * var_ref
+                (to_f64(&mean)[ch] - mu).abs() < 1e-5
+                    && (to_f64(&var)[ch] - var_ref).abs() < 1e-4 * var_ref
             );
         }
     }
@@ -516,7 +475,7 @@ mod tests {
         );
         let (y, _, _) = batch_norm_train(&xv, &gv, &bv, eps).unwrap();
         let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
-        let (xs, gs, bs, rs) = (vec(&x), vec(&gamma), vec(&beta), vec(&r));
+        let (xs, gs, bs, rs) = (to_f64(&x), to_f64(&gamma), to_f64(&beta), to_f64(&r));
         let h = 1e-5;
         let fd = |which: usize, i: usize| {
             let mut a = [xs.clone(), gs.clone(), bs.clone()];
@@ -528,8 +487,8 @@ mod tests {
         };
         for (which, var, len) in [(0, &xv, xs.len()), (1, &gv, c), (2, &bv, c)] {
             let want: Vec<f64> = (0..len).map(|i| fd(which, i)).collect();
-            close(
-                &vec(grads.get(var).unwrap()),
+            assert_close(
+                &to_f64(grads.get(var).unwrap()),
                 &want,
                 1e-3,
                 &format!("grad {which}"),

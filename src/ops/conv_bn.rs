@@ -1,41 +1,32 @@
-//! Convolution, batch normalization and activation as one candle custom op: the layer both
-//! models are made of (`Conv2d → BatchNorm2d → ReLU [→ 2×2 max-pool]`).
+//! Convolution, batch normalization and activation as one candle custom op for training: the
+//! layer both models are made of (`Conv2d → BatchNorm2d → ReLU [→ 2×2 max-pool]`).
 //!
 //! Built from the same kernels as [`super::conv2d`], [`super::batch_norm_train`] and
 //! [`super::relu_max_pool2d`], with the same values, but as a single node of candle's autograd
 //! graph. Every node of the unfused chain costs a pass over the activations in each direction,
-//! plus, in candle 0.11's backward, a zero-filled gradient buffer and an addition into it for each
-//! intermediate tensor: at 64 images of 32×64×64 that is 33 MB written three times per layer
-//! for nothing. Fused, the intermediates live only inside the op:
-//! - training forward: GEMM convolution → per-channel statistics → one pass that normalizes,
-//!   applies the ReLU and pools; only the convolution output is kept for the backward pass;
-//! - training backward: one pass per plane that recomputes the normalized values, routes the
-//!   gradient through the pool and ReLU and sums what BatchNorm's closed form needs, one pass for
-//!   the BatchNorm input gradient, then the convolution's two GEMM gradients;
-//! - inference: the convolution with the BatchNorm's scale and shift and the ReLU applied to each
-//!   image's output right after its GEMM, while it is in cache (no weight copy, no extra pass).
+//! plus a gradient tensor of its own in candle's backward for each intermediate tensor (33 MB
+//! each at 64 images of 32×64×64). Fused, the intermediates live only inside the op:
+//! - forward: GEMM convolution → per-channel statistics → one pass that normalizes, applies the
+//!   ReLU and pools; only the convolution output is kept for the backward pass;
+//! - backward: one pass per plane that recomputes the normalized values, routes the gradient
+//!   through the pool and ReLU and sums what BatchNorm's closed form needs, one pass for the
+//!   BatchNorm input gradient, then the convolution's two GEMM gradients.
+//!
+//! The inference counterpart, with the BatchNorm folded into a per-channel affine map, is
+//! [`super::conv_affine`].
 
 use std::sync::{Arc, Mutex};
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::batchnorm::{backward_coefficients, channel_stats, sum8, sum8_2};
 use super::conv::{self, Geom};
+use super::kernel::{
+    check_grad_shape, lock_saved, unpack_grads, Grads3, Input, Kernel3, Op3, Output,
+};
 use super::maxpool::{pool2x2_grad_plane, pool2x2_plane, relu1, PoolGeom};
-use super::{f32_data, is_cpu_f32, uninit_f32};
-
-/// What follows the normalization in [`conv_bn_train`] and [`conv_affine`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Activation {
-    /// Nothing: the normalized values themselves.
-    Identity,
-    /// ReLU (NaN kept, as PyTorch).
-    Relu,
-    /// ReLU then a 2×2 max-pool with stride 2 (floor mode), PyTorch's gradient rule
-    /// ([`super::relu_max_pool2d`]). Training only.
-    ReluMaxPool2,
-}
+use super::{is_cpu_f32, uninit_f32, Activation};
 
 /// Convolution (`x` (N, C, H, W), `w` (O, C, kh, kw), no bias) followed by training-mode batch
 /// normalization with `gamma`, `beta` (O) and `eps`, then `act`.
@@ -88,137 +79,13 @@ pub fn conv_bn_train(
         saved: saved.clone(),
     };
     let gb = Tensor::stack(&[gamma, beta], 0)?;
-    let y = x.contiguous()?.apply_op3(&w.contiguous()?, &gb, op)?;
-    let saved = saved
-        .lock()
-        .map_err(|_| candle_core::Error::Msg("conv_bn_train: poisoned state".into()))?
+    let y = x.contiguous()?.apply_op3(&w.contiguous()?, &gb, Op3(op))?;
+    let saved = lock_saved(&saved, POISONED)?
         .clone()
         .ok_or_else(|| candle_core::Error::Msg("conv_bn_train: forward saved nothing".into()))?;
     let mean = Tensor::from_slice(&saved.mean, g.o, x.device())?;
     let var = Tensor::from_slice(&saved.var, g.o, x.device())?;
     Ok((y, mean, var))
-}
-
-/// Convolution followed by a per-output-channel affine map and optional ReLU:
-/// `act(conv(x, w)·scale + shift)`, with `ss` (2, O) holding `scale` then `shift`: a BatchNorm in
-/// inference mode, or a bias (`scale` = 1). `act` must not be [`Activation::ReluMaxPool2`].
-///
-/// The affine map and ReLU run on each image's output right after its GEMM. The gradient
-/// reaches `x`, `w` and `ss` (built from candle operations: this is the inference path).
-pub fn conv_affine(
-    x: &Tensor,
-    w: &Tensor,
-    ss: &Tensor,
-    stride: usize,
-    padding: (usize, usize),
-    act: Activation,
-) -> Result<Tensor> {
-    let g = Geom::new(x.dims(), w.dims(), stride, padding)?;
-    if ss.dims() != [2, g.o] {
-        candle_core::bail!(
-            "conv_affine: expects scale and shift as (2, {}), got {:?}",
-            g.o,
-            ss.dims()
-        )
-    }
-    let relu = match act {
-        Activation::Identity => false,
-        Activation::Relu => true,
-        Activation::ReluMaxPool2 => {
-            candle_core::bail!("conv_affine: pooling is not fused at inference")
-        }
-    };
-    if !([x, w, ss].iter().all(|t| is_cpu_f32(t))) {
-        let o = g.o;
-        let y = super::conv2d(x, w, stride, padding)?
-            .broadcast_mul(&ss.get(0)?.reshape((1, o, 1, 1))?)?
-            .broadcast_add(&ss.get(1)?.reshape((1, o, 1, 1))?)?;
-        return if relu { super::relu(&y) } else { Ok(y) };
-    }
-    x.contiguous()?.apply_op3(
-        &w.contiguous()?,
-        &ss.contiguous()?,
-        ConvEpilogueOp {
-            stride,
-            padding,
-            epilogue: Epilogue::Affine { relu },
-        },
-    )
-}
-
-/// `scale · (conv(x, w) + bias)` with a constant `scale`: the scaled residual branch of the
-/// Inception-ResNet blocks (`bias` (O) trainable). The bias and scale are applied to each image's
-/// output right after its GEMM; the backward pass scales the incoming gradient once and sums it
-/// per channel for the bias, with no second convolution.
-pub fn conv_bias_scaled(
-    x: &Tensor,
-    w: &Tensor,
-    bias: &Tensor,
-    scale: f64,
-    stride: usize,
-    padding: (usize, usize),
-) -> Result<Tensor> {
-    let g = Geom::new(x.dims(), w.dims(), stride, padding)?;
-    if bias.dims() != [g.o] {
-        candle_core::bail!(
-            "conv_bias_scaled: {} output channels but bias {:?}",
-            g.o,
-            bias.dims()
-        )
-    }
-    if !([x, w, bias].iter().all(|t| is_cpu_f32(t))) {
-        let y = super::conv2d(x, w, stride, padding)?;
-        return y.broadcast_add(&bias.reshape((1, g.o, 1, 1))?)? * scale;
-    }
-    x.contiguous()?.apply_op3(
-        &w.contiguous()?,
-        &bias.contiguous()?,
-        ConvEpilogueOp {
-            stride,
-            padding,
-            epilogue: Epilogue::BiasScaled {
-                scale: scale as f32,
-            },
-        },
-    )
-}
-
-/// `prelu(conv(x, w) + bias)` with a per-output-channel PReLU `slope` (PyTorch's
-/// `nn.PReLU(O)`: `max(0, v) + slope·min(0, v)`), for inference (MTCNN): `bs` (2, O) holds the
-/// bias then the slopes, both applied to each image's output right after its GEMM. A slope of 1
-/// gives the plain biased convolution. There is no backward pass: training through it is an
-/// error.
-pub fn conv_bias_prelu(
-    x: &Tensor,
-    w: &Tensor,
-    bs: &Tensor,
-    stride: usize,
-    padding: (usize, usize),
-) -> Result<Tensor> {
-    let g = Geom::new(x.dims(), w.dims(), stride, padding)?;
-    if bs.dims() != [2, g.o] {
-        candle_core::bail!(
-            "conv_bias_prelu: expects bias and slopes as (2, {}), got {:?}",
-            g.o,
-            bs.dims()
-        )
-    }
-    if !([x, w, bs].iter().all(|t| is_cpu_f32(t))) {
-        let o = g.o;
-        let y = super::conv2d(x, w, stride, padding)?
-            .broadcast_add(&bs.get(0)?.reshape((1, o, 1, 1))?)?;
-        let slope = bs.get(1)?.reshape((1, o, 1, 1))?;
-        return y.relu()? + y.minimum(0f32)?.broadcast_mul(&slope)?;
-    }
-    x.contiguous()?.apply_op3(
-        &w.contiguous()?,
-        &bs.contiguous()?,
-        ConvEpilogueOp {
-            stride,
-            padding,
-            epilogue: Epilogue::BiasPrelu,
-        },
-    )
 }
 
 /// What the training forward keeps for the backward pass.
@@ -251,30 +118,22 @@ fn out_dims(g: &Geom, act: Activation) -> (usize, usize, usize, usize) {
     }
 }
 
-impl CustomOp3 for ConvBnTrainOp {
+/// The error when a thread panicked while holding the saved state.
+const POISONED: &str = "conv_bn_train: poisoned state";
+
+impl Kernel3 for ConvBnTrainOp {
     fn name(&self) -> &'static str {
         "candle-face-conv-bn-train"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, (x, l1): Input, (w, l2): Input, (gb, _): Input) -> Output {
         let g = Geom::new(l1.dims(), l2.dims(), self.stride, self.padding)?;
-        let x = f32_data(s1, l1, self.name())?;
-        let w = f32_data(s2, l2, self.name())?;
-        let gb = f32_data(s3, l3, self.name())?;
         if gb.len() != 2 * g.o {
             candle_core::bail!("{}: gamma/beta do not have {} entries", self.name(), g.o)
         }
-        let (c, s) = (g.o, g.p());
+        let c = g.o;
         let y = conv::forward_with(x, w, &g, None);
-        let (mean, var, invstd) = channel_stats(&y, (g.n, c, s), self.eps);
+        let (mean, var, invstd) = channel_stats(&y, (g.n, c, g.p()), self.eps);
         let ab: Vec<(f32, f32)> = (0..c)
             .map(|ch| {
                 let a = gb[ch] * invstd[ch];
@@ -282,44 +141,8 @@ impl CustomOp3 for ConvBnTrainOp {
             })
             .collect();
         let dims = out_dims(&g, self.act);
-        let plane_out = dims.2 * dims.3;
-        // SAFETY: each output plane is written whole below (the 2×2 pool writes every pooled
-        // value; the other activations write every element), and `scratch` by `normalize`
-        // before the pool reads it.
-        let mut z = unsafe { uninit_f32(dims.0 * dims.1 * plane_out) };
-        match self.act {
-            Activation::ReluMaxPool2 => {
-                let pg = PoolGeom::new(g.oh, g.ow, 2, 2)?;
-                z.par_chunks_mut(plane_out)
-                    .zip(y.par_chunks(s))
-                    .enumerate()
-                    .for_each_init(
-                        || unsafe { uninit_f32(s) },
-                        |scratch, (row, (out, plane))| {
-                            let (a, b) = ab[row % c];
-                            normalize(plane, scratch, a, b);
-                            pool2x2_plane(scratch, out, &pg, true);
-                        },
-                    );
-            }
-            act => {
-                z.par_chunks_mut(s)
-                    .zip(y.par_chunks(s))
-                    .enumerate()
-                    .for_each(|(row, (out, plane))| {
-                        let (a, b) = ab[row % c];
-                        normalize(plane, out, a, b);
-                        if act == Activation::Relu {
-                            out.iter_mut().for_each(|v| *v = relu1(*v));
-                        }
-                    });
-            }
-        }
-        let mut saved = self
-            .saved
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("conv_bn_train: poisoned state".into()))?;
-        *saved = Some(Arc::new(Saved {
+        let z = normalize_activate(&y, &ab, &g, self.act)?;
+        *lock_saved(&self.saved, POISONED)? = Some(Arc::new(Saved {
             y,
             mean,
             var,
@@ -330,18 +153,8 @@ impl CustomOp3 for ConvBnTrainOp {
         Ok((CpuStorage::F32(z), Shape::from(dims)))
     }
 
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        gb: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let saved = self
-            .saved
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("conv_bn_train: poisoned state".into()))?
+    fn bwd(&self, x: &Tensor, w: &Tensor, gb: &Tensor, _res: &Tensor, grad: &Tensor) -> Grads3 {
+        let saved = lock_saved(&self.saved, POISONED)?
             .clone()
             .ok_or_else(|| candle_core::Error::Msg("conv_bn_train: no saved forward".into()))?;
         let need_dx = x.track_op();
@@ -353,25 +166,59 @@ impl CustomOp3 for ConvBnTrainOp {
             saved,
         };
         // One flat output: [dx…], dw…, dγ…, dβ….
-        let out = x.apply_op3_no_bwd(&grad.contiguous()?, w, &op)?;
-        let (nx, nw, o) = (
-            if need_dx { x.elem_count() } else { 0 },
-            w.elem_count(),
-            gb.dim(1)?,
-        );
-        let dx = need_dx
-            .then(|| out.narrow(0, 0, nx)?.reshape(x.shape()))
-            .transpose()?;
-        let dw = w
-            .track_op()
-            .then(|| out.narrow(0, nx, nw)?.reshape(w.shape()))
-            .transpose()?;
-        let dgb = gb
-            .track_op()
-            .then(|| out.narrow(0, nx + nw, 2 * o)?.reshape((2, o)))
-            .transpose()?;
-        Ok((dx, dw, dgb))
+        let out = x.apply_op3_no_bwd(&grad.contiguous()?, w, &Op3(op))?;
+        let nx = if need_dx { x.elem_count() } else { 0 };
+        let o = gb.dim(1)?;
+        unpack_grads(
+            &out,
+            [
+                (need_dx, nx, x.shape().clone()),
+                (w.track_op(), w.elem_count(), w.shape().clone()),
+                (gb.track_op(), 2 * o, Shape::from((2, o))),
+            ],
+        )
     }
+}
+
+/// The activation of the normalized convolution output `y`: per plane `a·y + b` with its
+/// channel's `ab`, then `act` (the 2×2 pool writes its pooled planes).
+fn normalize_activate(y: &[f32], ab: &[(f32, f32)], g: &Geom, act: Activation) -> Result<Vec<f32>> {
+    let (c, s) = (g.o, g.p());
+    let dims = out_dims(g, act);
+    let plane_out = dims.2 * dims.3;
+    // SAFETY: each output plane is written whole below (the 2×2 pool writes every pooled
+    // value; the other activations write every element), and `scratch` by `normalize`
+    // before the pool reads it.
+    let mut z = unsafe { uninit_f32(dims.0 * dims.1 * plane_out) };
+    match act {
+        Activation::ReluMaxPool2 => {
+            let pg = PoolGeom::new(g.oh, g.ow, 2, 2)?;
+            z.par_chunks_mut(plane_out)
+                .zip(y.par_chunks(s))
+                .enumerate()
+                .for_each_init(
+                    || unsafe { uninit_f32(s) },
+                    |scratch, (row, (out, plane))| {
+                        let (a, b) = ab[row % c];
+                        normalize(plane, scratch, a, b);
+                        pool2x2_plane(scratch, out, &pg, true);
+                    },
+                );
+        }
+        act => {
+            z.par_chunks_mut(s)
+                .zip(y.par_chunks(s))
+                .enumerate()
+                .for_each(|(row, (out, plane))| {
+                    let (a, b) = ab[row % c];
+                    normalize(plane, out, a, b);
+                    if act == Activation::Relu {
+                        out.iter_mut().for_each(|v| *v = relu1(*v));
+                    }
+                });
+        }
+    }
+    Ok(z)
 }
 
 /// `out = a·y + b`, element-wise.
@@ -389,44 +236,66 @@ struct ConvBnTrainGrad {
     saved: Arc<Saved>,
 }
 
-impl CustomOp3 for ConvBnTrainGrad {
+impl Kernel3 for ConvBnTrainGrad {
     fn name(&self) -> &'static str {
         "candle-face-conv-bn-train-grad"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, (x, l1): Input, (dz, l2): Input, (w, l3): Input) -> Output {
         let g = Geom::new(l1.dims(), l3.dims(), self.stride, self.padding)?;
         let (n, c, s) = (g.n, g.o, g.p());
         let dims = out_dims(&g, self.act);
-        if l2.dims() != [dims.0, dims.1, dims.2, dims.3] || self.saved.y.len() != n * c * s {
-            candle_core::bail!(
-                "{}: gradient shape {:?} does not fit",
-                self.name(),
-                l2.dims()
-            )
-        }
-        let x = f32_data(s1, l1, self.name())?;
-        let dz = f32_data(s2, l2, self.name())?;
-        let w = f32_data(s3, l3, self.name())?;
+        let fits = l2.dims() == [dims.0, dims.1, dims.2, dims.3] && self.saved.y.len() == n * c * s;
+        check_grad_shape(fits, self.name(), l2.dims())?;
         let sv = &*self.saved;
+        let (mut dy, sums) = self.activation_grad(&g, dz)?;
+        // Per channel over the images.
+        let per_channel: Vec<(f64, f64)> = (0..c)
+            .map(|ch| {
+                (0..n).fold((0.0, 0.0), |(a, b), img| {
+                    let (sg, sgy) = sums[img * c + ch];
+                    (a + sg, b + sgy)
+                })
+            })
+            .collect();
+        let mut dgb = vec![0f32; 2 * c];
+        let m = (n * s) as f64;
+        let coef = backward_coefficients(&per_channel, &sv.invstd, &sv.gamma, m, &mut dgb);
+        // BatchNorm's input gradient, in place: dy ← k1·dy + k2·(y − μ) + k3.
+        dy.par_chunks_mut(s)
+            .zip(sv.y.par_chunks(s))
+            .enumerate()
+            .for_each(|(row, (d, y))| {
+                let ch = row % c;
+                let (k1, k2, k3) = coef[ch];
+                let mu = sv.mean[ch];
+                for (d, &y) in d.iter_mut().zip(y) {
+                    *d = k1 * *d + k2 * (y - mu) + k3;
+                }
+            });
+        self.conv_grads(x, w, &dy, &g, &dgb)
+    }
+}
+
+/// Σg and Σg·(y − μ) over one plane.
+type PlaneSums = (f64, f64);
+
+impl ConvBnTrainGrad {
+    /// The gradient w.r.t. the normalized values (through the pool and ReLU), and per plane
+    /// Σg and Σg·(y − μ).
+    fn activation_grad(&self, g: &Geom, dz: &[f32]) -> Result<(Vec<f32>, Vec<PlaneSums>)> {
+        let (n, c, s) = (g.n, g.o, g.p());
+        let sv = &*self.saved;
+        let dims = out_dims(g, self.act);
         let plane_out = dims.2 * dims.3;
         let pool = match self.act {
             Activation::ReluMaxPool2 => Some(PoolGeom::new(g.oh, g.ow, 2, 2)?),
             _ => None,
         };
-        // Gradient w.r.t. the normalized values, and per plane Σg and Σg·(y − μ).
         // The pool's backward leaves an odd last row or column untouched (it must be zero);
         // every other path writes each element of `d`.
         let covered = match &pool {
-            Some(_) => g.oh % 2 == 0 && g.ow % 2 == 0,
+            Some(_) => g.oh.is_multiple_of(2) && g.ow.is_multiple_of(2),
             None => true,
         };
         let mut dy = if covered {
@@ -464,263 +333,32 @@ impl CustomOp3 for ConvBnTrainGrad {
                 },
             )
             .collect();
-        // Per channel over the images.
-        let per_channel: Vec<(f64, f64)> = (0..c)
-            .map(|ch| {
-                (0..n).fold((0.0, 0.0), |(a, b), img| {
-                    let (sg, sgy) = sums[img * c + ch];
-                    (a + sg, b + sgy)
-                })
-            })
-            .collect();
-        let mut dgb = vec![0f32; 2 * c];
-        let m = (n * s) as f64;
-        let coef = backward_coefficients(&per_channel, &sv.invstd, &sv.gamma, m, &mut dgb);
-        // BatchNorm's input gradient, in place: dy ← k1·dy + k2·(y − μ) + k3.
-        dy.par_chunks_mut(s)
-            .zip(sv.y.par_chunks(s))
-            .enumerate()
-            .for_each(|(row, (d, y))| {
-                let ch = row % c;
-                let (k1, k2, k3) = coef[ch];
-                let mu = sv.mean[ch];
-                for (d, &y) in d.iter_mut().zip(y) {
-                    *d = k1 * *d + k2 * (y - mu) + k3;
-                }
-            });
+        Ok((dy, sums))
+    }
+
+    /// The flat output `[dx…], dw…, dγ…, dβ…` from the convolution output's gradient `dy`
+    /// and the BatchNorm parameters' `dgb`.
+    fn conv_grads(&self, x: &[f32], w: &[f32], dy: &[f32], g: &Geom, dgb: &[f32]) -> Output {
         let nx = if self.need_dx { x.len() } else { 0 };
-        let dw = conv::weight_grad(x, &dy, &g);
+        let dw = conv::weight_grad(x, dy, g);
         // SAFETY: every element is written below: `input_grad_into` writes the whole input
         // gradient, then the weight and BatchNorm gradients are copied in.
-        let mut out = unsafe { uninit_f32(nx + dw.len() + 2 * c) };
+        let mut out = unsafe { uninit_f32(nx + dw.len() + dgb.len()) };
         if self.need_dx {
-            conv::input_grad_into(&dy, w, &g, &mut out[..nx]);
+            conv::input_grad_into(dy, w, g, &mut out[..nx]);
         }
         out[nx..nx + dw.len()].copy_from_slice(&dw);
-        out[nx + dw.len()..].copy_from_slice(&dgb);
+        out[nx + dw.len()..].copy_from_slice(dgb);
         let len = out.len();
         Ok((CpuStorage::F32(out), Shape::from(len)))
-    }
-}
-
-/// What the inference epilogue of [`ConvEpilogueOp`] does to an output value `v` of channel
-/// `o`, with the op's parameter tensor `p` (third input).
-#[derive(Debug, Clone, Copy)]
-enum Epilogue {
-    /// `v·p[0][o] + p[1][o]`, then ReLU if `relu`: a folded BatchNorm ([`conv_affine`]).
-    Affine { relu: bool },
-    /// `scale·(v + p[o])` ([`conv_bias_scaled`]).
-    BiasScaled { scale: f32 },
-    /// PReLU of `v + p[0][o]` with slope `p[1][o]` ([`conv_bias_prelu`]).
-    BiasPrelu,
-}
-
-impl Epilogue {
-    /// Rows of the parameter tensor.
-    fn param_rows(self) -> usize {
-        match self {
-            Epilogue::BiasScaled { .. } => 1,
-            _ => 2,
-        }
-    }
-
-    /// Applies the epilogue to one image's output `y` (O planes of `s` values).
-    fn apply(self, y: &mut [f32], p: &[f32], s: usize) {
-        let c = y.len() / s.max(1);
-        for (ch, plane) in y.chunks_exact_mut(s).enumerate() {
-            match self {
-                Epilogue::Affine { relu } => {
-                    let (a, b) = (p[ch], p[c + ch]);
-                    if relu {
-                        plane.iter_mut().for_each(|v| *v = relu1(a * *v + b));
-                    } else {
-                        plane.iter_mut().for_each(|v| *v = a * *v + b);
-                    }
-                }
-                Epilogue::BiasScaled { scale } => {
-                    let b = p[ch];
-                    plane.iter_mut().for_each(|v| *v = scale * (*v + b));
-                }
-                Epilogue::BiasPrelu => {
-                    let (b, a) = (p[ch], p[c + ch]);
-                    plane.iter_mut().for_each(|v| {
-                        let t = *v + b;
-                        *v = if t < 0.0 { a * t } else { t };
-                    });
-                }
-            }
-        }
-    }
-}
-
-/// A convolution whose per-channel [`Epilogue`] runs on each image's output right after its
-/// GEMM: `(x, w, params) → y`.
-struct ConvEpilogueOp {
-    stride: usize,
-    padding: (usize, usize),
-    epilogue: Epilogue,
-}
-
-impl CustomOp3 for ConvEpilogueOp {
-    fn name(&self) -> &'static str {
-        "candle-face-conv-epilogue"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let g = Geom::new(l1.dims(), l2.dims(), self.stride, self.padding)?;
-        let x = f32_data(s1, l1, self.name())?;
-        let w = f32_data(s2, l2, self.name())?;
-        let p = f32_data(s3, l3, self.name())?;
-        if p.len() != self.epilogue.param_rows() * g.o {
-            candle_core::bail!(
-                "{}: {} parameters for {} channels",
-                self.name(),
-                p.len(),
-                g.o
-            )
-        }
-        let epilogue = self.epilogue;
-        let apply = move |y: &mut [f32], s: usize| epilogue.apply(y, p, s);
-        let y = conv::forward_with(x, w, &g, Some(&apply));
-        Ok((CpuStorage::F32(y), Shape::from((g.n, g.o, g.oh, g.ow))))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        p: &Tensor,
-        res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (stride, padding) = (self.stride, self.padding);
-        match self.epilogue {
-            Epilogue::Affine { relu } => {
-                let o = p.dim(1)?;
-                let grad = if relu {
-                    (grad * res.gt(0.0)?.to_dtype(DType::F32)?)?
-                } else {
-                    grad.clone()
-                };
-                let scaled = grad.broadcast_mul(&p.get(0)?.reshape((1, o, 1, 1))?)?;
-                let (dx, dw) = conv::conv_grads(x, w, &scaled, stride, padding)?;
-                let dp = p
-                    .track_op()
-                    .then(|| {
-                        let conv = super::conv2d(&x.detach(), &w.detach(), stride, padding)?;
-                        let dscale = channel_sums(&(&grad * conv)?)?;
-                        Tensor::stack(&[dscale, channel_sums(&grad)?], 0)
-                    })
-                    .transpose()?;
-                Ok((dx, dw, dp))
-            }
-            Epilogue::BiasScaled { scale } => {
-                let scaled = (grad * scale as f64)?.contiguous()?;
-                let (dx, dw) = conv::conv_grads(x, w, &scaled, stride, padding)?;
-                let db = p.track_op().then(|| channel_sums(&scaled)).transpose()?;
-                Ok((dx, dw, db))
-            }
-            Epilogue::BiasPrelu => {
-                candle_core::bail!("conv_bias_prelu: inference only, no backward pass")
-            }
-        }
-    }
-}
-
-/// Per-channel sums of an (N, C, H, W) tensor, as a (C) tensor, read in place on the CPU.
-fn channel_sums(t: &Tensor) -> Result<Tensor> {
-    if !is_cpu_f32(t) {
-        return t.sum((0, 2, 3));
-    }
-    t.contiguous()?.apply_op1_no_bwd(&ChannelSums)
-}
-
-/// `(N, C, H, W) → (C)`: the sum over images and pixels of each channel.
-struct ChannelSums;
-
-impl CustomOp1 for ChannelSums {
-    fn name(&self) -> &'static str {
-        "candle-face-channel-sums"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (n, c, h, w) = l.shape().dims4()?;
-        let v = f32_data(s, l, self.name())?;
-        if h * w == 0 {
-            return Ok((CpuStorage::F32(vec![0.0; c]), Shape::from(c)));
-        }
-        let per_plane: Vec<f64> = v.par_chunks(h * w).map(|p| sum8(p, |x| x)).collect();
-        let sums: Vec<f32> = (0..c)
-            .map(|ch| (0..n).map(|i| per_plane[i * c + ch]).sum::<f64>() as f32)
-            .collect();
-        Ok((CpuStorage::F32(sums), Shape::from(c)))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::test_util::{close, rand, same_gradients, vals};
     use candle_core::{Device, Var};
-
-    fn rand(shape: &[usize], seed: u64) -> Tensor {
-        // A fixed pseudo-random fill (xorshift), independent of candle's generator.
-        let n: usize = shape.iter().product();
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let v: Vec<f32> = (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
-
-    fn vals(t: &Tensor) -> Vec<f32> {
-        t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-    }
-
-    fn close(a: &[f32], b: &[f32], tol: f32, what: &str) {
-        assert_eq!(a.len(), b.len(), "{what}: lengths");
-        let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
-        for (i, (x, y)) in a.iter().zip(b).enumerate() {
-            assert!(
-                (x - y).abs() <= tol * scale,
-                "{what}[{i}]: {x} vs {y} (scale {scale})"
-            );
-        }
-    }
-
-    /// The gradients of `Σ z·r` and `Σ z2·r` (`r` a fixed pseudo-random projection) agree for
-    /// every variable in `vars`.
-    fn same_gradients(
-        z: &Tensor,
-        z2: &Tensor,
-        vars: &[(&str, &Var)],
-        seed: u64,
-        tol: f32,
-        what: &str,
-    ) {
-        let r = rand(z.dims(), seed);
-        let g = (z * &r).unwrap().sum_all().unwrap().backward().unwrap();
-        let g2 = (z2 * &r).unwrap().sum_all().unwrap().backward().unwrap();
-        for (name, var) in vars {
-            let a = g
-                .get(var)
-                .unwrap_or_else(|| panic!("{what}: no grad for {name}"));
-            let b = g2.get(var).unwrap();
-            close(&vals(a), &vals(b), tol, &format!("{what}: d{name}"));
-        }
-    }
 
     /// The unfused chain of ops, each tested on its own against brute force and finite
     /// differences.
@@ -827,81 +465,6 @@ mod tests {
     }
 
     #[test]
-    fn affine_op_equals_conv_scale_shift_relu_in_values_and_gradients() {
-        for (relu, stride, pad) in [(true, 1, (1, 1)), (false, 2, (0, 1))] {
-            let x = Var::from_tensor(&rand(&[3, 4, 7, 6], 21)).unwrap();
-            let w = Var::from_tensor(&rand(&[5, 4, 3, 3], 22)).unwrap();
-            let ss = Var::from_tensor(&rand(&[2, 5], 23)).unwrap();
-            let act = if relu {
-                Activation::Relu
-            } else {
-                Activation::Identity
-            };
-            let z = conv_affine(&x, &w, &ss, stride, pad, act).unwrap();
-            let y = super::super::conv2d(&x, &w, stride, pad)
-                .unwrap()
-                .broadcast_mul(&ss.get(0).unwrap().reshape((1, 5, 1, 1)).unwrap())
-                .unwrap()
-                .broadcast_add(&ss.get(1).unwrap().reshape((1, 5, 1, 1)).unwrap())
-                .unwrap();
-            let z2 = if relu { y.relu().unwrap() } else { y };
-            close(&vals(&z), &vals(&z2), 1e-5, "output");
-            let vars = [("x", &x), ("w", &w), ("ss", &ss)];
-            same_gradients(&z, &z2, &vars, 24, 1e-4, &format!("relu {relu}"));
-        }
-    }
-
-    #[test]
-    fn scaled_bias_op_equals_conv_plus_bias_times_scale_in_values_and_gradients() {
-        let x = Var::from_tensor(&rand(&[3, 6, 4, 5], 31)).unwrap();
-        let w = Var::from_tensor(&rand(&[4, 6, 1, 1], 32)).unwrap();
-        let b = Var::from_tensor(&rand(&[4], 33)).unwrap();
-        let z = conv_bias_scaled(&x, &w, &b, 0.17, 1, (0, 0)).unwrap();
-        let z2 = ((super::super::conv2d(&x, &w, 1, (0, 0))
-            .unwrap()
-            .broadcast_add(&b.reshape((1, 4, 1, 1)).unwrap())
-            .unwrap())
-            * 0.17)
-            .unwrap();
-        close(&vals(&z), &vals(&z2), 1e-5, "output");
-        same_gradients(&z, &z2, &[("x", &x), ("w", &w), ("bias", &b)], 34, 1e-4, "");
-    }
-
-    #[test]
-    fn bias_prelu_op_equals_conv_plus_bias_then_prelu() {
-        let x = rand(&[2, 3, 9, 8], 41);
-        let w = rand(&[5, 3, 3, 3], 42);
-        let bias = rand(&[5], 43);
-        // Slopes of both signs, zero and one (the plain biased convolution).
-        let slope = Tensor::new(&[0.25f32, -0.5, 0.0, 1.0, 2.0], &Device::Cpu).unwrap();
-        let bs = Tensor::stack(&[&bias, &slope], 0).unwrap();
-        let got = conv_bias_prelu(&x, &w, &bs, 2, (1, 0)).unwrap();
-        let y = super::super::conv2d(&x, &w, 2, (1, 0)).unwrap();
-        let (dims, yv) = (y.dims().to_vec(), vals(&y));
-        let (bv, sv) = (vals(&bias), vals(&slope));
-        let plane = dims[2] * dims[3];
-        let want: Vec<f32> = yv
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| {
-                let ch = (i / plane) % 5;
-                let t = v + bv[ch];
-                t.max(0.0) + sv[ch] * t.min(0.0)
-            })
-            .collect();
-        assert_eq!(got.dims(), &dims[..]);
-        close(&vals(&got), &want, 1e-6, "conv + bias + prelu");
-        let nn = candle_nn::PReLU::new(slope.clone(), false);
-        let via_nn = candle_core::Module::forward(
-            &nn,
-            &y.broadcast_add(&bias.reshape((1, 5, 1, 1)).unwrap())
-                .unwrap(),
-        )
-        .unwrap();
-        close(&vals(&got), &vals(&via_nn), 1e-6, "vs candle-nn PReLU");
-    }
-
-    #[test]
     fn bad_shapes_are_errors() {
         let x = rand(&[1, 2, 4, 4], 1);
         let w = rand(&[3, 2, 3, 3], 2);
@@ -913,7 +476,5 @@ mod tests {
         let x1 = rand(&[1, 2, 3, 3], 5);
         let pool = Activation::ReluMaxPool2;
         assert!(conv_bn_train(&x1, &w, &c3, &c3, 1, (0, 0), 1e-3, pool).is_err());
-        assert!(conv_affine(&x, &w, &rand(&[2, 2], 6), 1, (1, 1), act).is_err());
-        assert!(conv_affine(&x, &w, &rand(&[2, 3], 6), 1, (1, 1), pool).is_err());
     }
 }

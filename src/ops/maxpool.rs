@@ -9,9 +9,10 @@
 //! ReLU to the pooled values only and routes the gradient to the window's first maximum when it
 //! is positive, which is exactly what the unfused PyTorch pair computes.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::kernel::{check_grad_shape, Input, Kernel2, Op2, Output};
 use super::{f32_data, is_cpu_f32, uninit_f32};
 
 /// Elements per parallel chunk of element-wise work.
@@ -145,7 +146,7 @@ fn first_max4(a: f32, b: f32, c: f32, d: f32) -> (u32, f32) {
     (i, m)
 }
 
-/// The value of [`first_max4`] only, branch-free so that the loop vectorises.
+/// The value of `first_max4` (a test reference) only, branch-free so that the loop vectorises.
 #[inline(always)]
 fn max4(a: f32, b: f32, c: f32, d: f32) -> f32 {
     let ab = if b > a { b } else { a };
@@ -158,7 +159,7 @@ fn max4(a: f32, b: f32, c: f32, d: f32) -> f32 {
     }
 }
 
-/// [`first_max4`]'s index as a one-hot mask, branch-free, and the maximum ([`max4`]): the
+/// `first_max4`'s index as a one-hot mask, branch-free, and the maximum ([`max4`]): the
 /// first element equal to the maximum, or the first NaN when there is one.
 #[inline(always)]
 fn first_max4_mask(a: f32, b: f32, c: f32, d: f32) -> ([bool; 4], f32) {
@@ -358,7 +359,7 @@ impl CustomOp1 for MaxPoolOp {
             stride: self.stride,
             fuse_relu: self.fuse_relu,
         };
-        Ok(Some(arg.apply_op2_no_bwd(&grad.contiguous()?, &op)?))
+        Ok(Some(arg.apply_op2_no_bwd(&grad.contiguous()?, &Op2(op))?))
     }
 }
 
@@ -369,29 +370,15 @@ struct MaxPoolGrad {
     fuse_relu: bool,
 }
 
-impl CustomOp2 for MaxPoolGrad {
+impl Kernel2 for MaxPoolGrad {
     fn name(&self) -> &'static str {
         "candle-face-max-pool2d-grad"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, (x, l1): Input, (dy, l2): Input) -> Output {
         let (n, c, h, w) = l1.shape().dims4()?;
         let g = PoolGeom::new(h, w, self.kernel, self.stride)?;
-        if l2.dims() != [n, c, g.oh, g.ow] {
-            candle_core::bail!(
-                "{}: gradient shape {:?} does not fit",
-                self.name(),
-                l2.dims()
-            )
-        }
-        let x = f32_data(s1, l1, self.name())?;
-        let dy = f32_data(s2, l2, self.name())?;
+        check_grad_shape(l2.dims() == [n, c, g.oh, g.ow], self.name(), l2.dims())?;
         let mut dx = vec![0f32; n * c * h * w];
         if !dx.is_empty() && g.oh * g.ow > 0 {
             dx.par_chunks_mut(h * w)
@@ -433,25 +420,21 @@ impl CustomOp1 for ReluOp {
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(arg.apply_op2_no_bwd(&grad.contiguous()?, &ReluGrad)?))
+        Ok(Some(
+            arg.apply_op2_no_bwd(&grad.contiguous()?, &Op2(ReluGrad))?,
+        ))
     }
 }
 
 /// `(x, dY) → dY · [x > 0]`.
 struct ReluGrad;
 
-impl CustomOp2 for ReluGrad {
+impl Kernel2 for ReluGrad {
     fn name(&self) -> &'static str {
         "candle-face-relu-grad"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, (x, l1): Input, (dy, l2): Input) -> Output {
         if l1.dims() != l2.dims() {
             candle_core::bail!(
                 "{}: shapes {:?} and {:?} differ",
@@ -460,8 +443,6 @@ impl CustomOp2 for ReluGrad {
                 l2.dims()
             )
         }
-        let x = f32_data(s1, l1, self.name())?;
-        let dy = f32_data(s2, l2, self.name())?;
         let mut dx = vec![0f32; x.len()];
         dx.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
@@ -477,6 +458,7 @@ impl CustomOp2 for ReluGrad {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::test_util::vals;
     use candle_core::{Device, Var};
 
     /// Brute-force reference: forward values and PyTorch-rule gradient of `Σ y · r`.
@@ -526,17 +508,11 @@ mod tests {
         .unwrap();
         let r = Tensor::randn(0f32, 1., y.dims(), &Device::Cpu).unwrap();
         let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
-        let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let rs = r.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let xs = vals(&x);
+        let rs = vals(&r);
         let (want_y, want_dx) = pool_ref(&xs, d, k, s, relu, &rs);
-        assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want_y);
-        let dx = g
-            .get(&xv)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        assert_eq!(vals(&y), want_y);
+        let dx = vals(g.get(&xv).unwrap());
         for (a, b) in dx.iter().zip(&want_dx) {
             assert!((a - b).abs() < 1e-6, "{a} vs {b}");
         }
@@ -676,8 +652,7 @@ mod tests {
         let xv = Var::from_tensor(&Tensor::new(&[[x]], &Device::Cpu).unwrap()).unwrap();
         let y = pool(&xv, 2, 2).unwrap();
         let g = y.sum_all().unwrap().backward().unwrap();
-        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        (flat(&y), flat(g.get(&xv).unwrap()))
+        (vals(&y), vals(g.get(&xv).unwrap()))
     }
 
     #[test]
@@ -699,14 +674,14 @@ mod tests {
         let d = [1, 2, 7, 7];
         let n: usize = d.iter().product();
         // A random permutation of distinct values spaced 0.1 apart.
-        let mut vals: Vec<f32> = (0..n).map(|i| i as f32 * 0.1 - 4.0).collect();
+        let mut values: Vec<f32> = (0..n).map(|i| i as f32 * 0.1 - 4.0).collect();
         let perm = Tensor::rand(0f32, 1., n, &Device::Cpu)
             .unwrap()
             .arg_sort_last_dim(true)
             .unwrap();
         let perm = perm.to_vec1::<u32>().unwrap();
-        vals = perm.iter().map(|&p| vals[p as usize]).collect();
-        let x = Tensor::from_vec(vals.clone(), &d, &Device::Cpu).unwrap();
+        values = perm.iter().map(|&p| values[p as usize]).collect();
+        let x = Tensor::from_vec(values.clone(), &d, &Device::Cpu).unwrap();
         for relu in [false, true] {
             let xv = Var::from_tensor(&x).unwrap();
             let f = |t: &Tensor| {
@@ -719,27 +694,16 @@ mod tests {
             let y = f(&xv).unwrap();
             let r = Tensor::randn(0f32, 1., y.dims(), &Device::Cpu).unwrap();
             let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
-            let dx = g
-                .get(&xv)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap();
+            let dx = vals(g.get(&xv).unwrap());
             let loss = |v: &[f32]| -> f64 {
                 let t = Tensor::from_vec(v.to_vec(), &d, &Device::Cpu).unwrap();
-                let y = f(&t)
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1::<f32>()
-                    .unwrap();
-                let r = r.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let y = vals(&f(&t).unwrap());
+                let r = vals(&r);
                 y.iter().zip(&r).map(|(a, b)| *a as f64 * *b as f64).sum()
             };
             let eps = 0.01f32;
             for i in 0..n {
-                let (mut p, mut m) = (vals.clone(), vals.clone());
+                let (mut p, mut m) = (values.clone(), values.clone());
                 p[i] += eps;
                 m[i] -= eps;
                 let fd = (loss(&p) - loss(&m)) / (2. * eps as f64);
@@ -759,7 +723,7 @@ mod tests {
         let r = Tensor::randn(0f32, 1., (3, 4, 5), &Device::Cpu).unwrap();
         let y = relu(&xv).unwrap();
         assert_eq!(
-            y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            vals(&y),
             xv.relu()
                 .unwrap()
                 .flatten_all()
@@ -768,15 +732,9 @@ mod tests {
                 .unwrap()
         );
         let g = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
-        let dx = g
-            .get(&xv)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let rs = r.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let dx = vals(g.get(&xv).unwrap());
+        let xs = vals(&x);
+        let rs = vals(&r);
         for ((d, x), r) in dx.iter().zip(&xs).zip(&rs) {
             assert_eq!(*d, if *x > 0.0 { *r } else { 0.0 });
         }
