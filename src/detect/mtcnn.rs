@@ -23,10 +23,9 @@ use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use super::align::CropMode;
 use super::nms::{nms, nms_plus_one, Overlap};
-use super::resize::FloatImage;
 use super::{ONet, PNet, RNet};
+use crate::image::FloatImage;
 use crate::{Error, Result};
 
 /// File names of the three networks inside an MTCNN model folder.
@@ -286,19 +285,6 @@ impl Mtcnn {
         let mut trace = DetectTrace::default();
         let faces = self.run(img, Some(&mut trace))?;
         Ok((faces, trace))
-    }
-
-    /// Detects faces and crops each one with `mode` to `size × size` pixels, largest first.
-    pub fn detect_and_crop(
-        &self,
-        img: &image::RgbImage,
-        mode: &CropMode,
-        size: u32,
-    ) -> Result<Vec<(Face, image::RgbImage)>> {
-        self.detect(img)?
-            .into_iter()
-            .map(|face| Ok((face, mode.crop(img, &face, size)?)))
-            .collect()
     }
 
     fn run(&self, img: &image::RgbImage, mut trace: Option<&mut DetectTrace>) -> Result<Vec<Face>> {

@@ -6,16 +6,15 @@
 
 pub mod bundled;
 pub mod embedder;
-pub mod face;
 pub mod gallery;
 pub mod ivf;
 pub mod source;
 pub mod store;
 pub mod verifier;
 
+pub use crate::detect::FaceFinder;
 pub use bundled::{has_bundled_model, BundledModel};
 pub use embedder::Embedder;
-pub use face::FaceFinder;
 pub use gallery::{Candidate, Gallery, Identification};
 pub use ivf::IvfIndex;
 pub use source::{LoadOptions, ModelSource};
