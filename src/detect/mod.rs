@@ -11,7 +11,6 @@
 //! - [`FaceFinder`]: detection + crop recipe + pick, the main face of a photo ready for a model;
 //! - [`prepare_folder`]: a labelled folder of photos → the same tree of face crops;
 //! - [`bundled_mtcnn`]: the detector weights built into the crate (no download needed);
-//! - [`read_legacy_pt`], [`convert_mtcnn_pt`]: reading facenet-pytorch's shipped `.pt` files.
 //!
 //! Model folder layout: three files `pnet.safetensors`, `rnet.safetensors`, `onet.safetensors`,
 //! each with facenet-pytorch's tensor names and no prefix.
@@ -36,7 +35,6 @@ pub mod dlib_chip;
 mod dlib_geometry;
 pub mod face_crop;
 pub mod face_finder;
-pub mod legacy_pt;
 pub mod mtcnn;
 pub mod mtcnn_nets;
 pub mod nms;
@@ -50,7 +48,6 @@ pub use bundled::{
 pub use dlib_chip::{extract_image_chip, get_face_chip_details, ChipDetails, DRect};
 pub use face_crop::{FaceCrop, FacePick};
 pub use face_finder::FaceFinder;
-pub use legacy_pt::{convert_mtcnn_pt, read_legacy_pt};
 pub use mtcnn::{DetectTrace, Face, Mtcnn, MtcnnConfig};
 pub use mtcnn_nets::{ONet, PNet, RNet};
 pub use prepare::{prepare_folder, PrepareOptions, PrepareReport};

@@ -190,7 +190,7 @@ fn load_vb(path: &Path, device: &Device) -> Result<VarBuilder<'static>> {
 impl Mtcnn {
     /// Loads the detector from a model folder holding `pnet.safetensors`, `rnet.safetensors`
     /// and `onet.safetensors` (facenet-pytorch's parameter names, no prefix), with the default
-    /// [`MtcnnConfig`]. [`super::convert_mtcnn_pt`] writes such a folder.
+    /// [`MtcnnConfig`]. [`crate::convert::convert_mtcnn_pt`] writes such a folder.
     pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
         let dir = dir.as_ref();
         if !dir.is_dir() {
