@@ -23,7 +23,7 @@ use rand::SeedableRng;
 use rayon::prelude::*;
 
 use super::augment::Augment;
-use super::folder::ImageFolder;
+use super::image_folder::ImageFolder;
 use super::preprocess::Preprocess;
 use super::sampler::PkSampler;
 use crate::image::load_image;

@@ -7,7 +7,7 @@
 //! [`Preprocess`] window, and the [`Loader`] draws [`PkSampler`] batches, applies [`Augment`] and hands over tensors.
 
 pub mod augment;
-pub mod folder;
+pub mod image_folder;
 pub mod loader;
 #[cfg(feature = "parquet")]
 pub mod parquet;
@@ -15,7 +15,7 @@ pub mod preprocess;
 pub mod sampler;
 
 pub use augment::Augment;
-pub use folder::{ImageFolder, Person, Split};
+pub use image_folder::{ImageFolder, Person, Split};
 pub use loader::{eval_tensor, Batch, ImageCache, Loader};
 pub use preprocess::Preprocess;
 pub use sampler::PkSampler;

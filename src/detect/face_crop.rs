@@ -164,7 +164,7 @@ impl FaceCrop {
 
 /// dlib's face chip of `face` (see [`FaceCrop::DlibChip`]).
 fn dlib_chip(img: &RgbImage, face: &Face, size: u32, padding: f32) -> Result<RgbImage> {
-    let landmarks = super::bundled::bundled_landmarks()?.predict(img, dlib_box(face));
+    let landmarks = super::bundled_weights::bundled_landmarks()?.predict(img, dlib_box(face));
     let five: [(f64, f64); 5] = landmarks
         .get(..5)
         .and_then(|s| s.try_into().ok())

@@ -30,7 +30,7 @@
 //! ```
 
 pub mod align;
-pub mod bundled;
+pub mod bundled_weights;
 pub mod dlib_chip;
 mod dlib_geometry;
 pub mod face_crop;
@@ -42,7 +42,7 @@ pub mod prepare;
 pub mod shape_predictor;
 
 pub use align::{align_face, align_face_to, extract_face, template, ARCFACE_TEMPLATE_112};
-pub use bundled::{
+pub use bundled_weights::{
     bundled_landmarks, bundled_mtcnn, BUNDLED_LANDMARKS_NOTICE, BUNDLED_MTCNN_NOTICE,
 };
 pub use dlib_chip::{extract_image_chip, get_face_chip_details, ChipDetails, DRect};

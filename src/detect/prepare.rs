@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rayon::prelude::*;
 
-use crate::data::folder::ImageFolder;
+use crate::data::image_folder::ImageFolder;
 use crate::image::load_image;
 use crate::infer::FaceFinder;
 use crate::{Error, Result};

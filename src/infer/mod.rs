@@ -4,7 +4,7 @@
 //! Nothing here depends on [`crate::train`]: weights are memory-mapped, BatchNorm runs in
 //! evaluation mode, and there is no optimizer or `VarMap`.
 
-pub mod bundled;
+pub mod bundled_models;
 pub mod embedder;
 pub mod gallery;
 pub mod ivf;
@@ -13,7 +13,7 @@ pub mod store;
 pub mod verifier;
 
 pub use crate::detect::FaceFinder;
-pub use bundled::{has_bundled_model, BundledModel};
+pub use bundled_models::{has_bundled_model, BundledModel};
 pub use embedder::Embedder;
 pub use gallery::{Candidate, Gallery, Identification};
 pub use ivf::IvfIndex;

@@ -3,7 +3,7 @@
 //!
 //! | `--model` value | what is loaded |
 //! |---|---|
-//! | *(omitted)*, `default` or `dlib` | dlib's face-recognition ResNet, built into the crate ([`crate::infer::bundled`]) |
+//! | *(omitted)*, `default` or `dlib` | dlib's face-recognition ResNet, built into the crate ([`crate::infer::bundled_models`]) |
 //! | `compact` | the compact CNN trained from scratch on LFW, built into the crate |
 //! | `path/to/folder` | a model folder: `config.json` + weights |
 //! | `weights.pth`, `weights.pt`, `weights.safetensors` | a facenet-pytorch InceptionResnetV1 checkpoint (no `config.json`) |
@@ -16,7 +16,7 @@
 //! facenet` turns such a checkpoint into a model folder with a `config.json`.
 
 use crate::convert::facenet::{load_facenet_checkpoint, read_facenet_checkpoint};
-use crate::infer::bundled::BundledModel;
+use crate::infer::bundled_models::BundledModel;
 use crate::infer::Embedder;
 use crate::model::{write_model_folder, ModelConfig};
 use crate::{Error, Result};
@@ -208,7 +208,7 @@ impl ModelSource {
         match files {
             Fetched::Folder { config, weights } => {
                 let cfg = ModelConfig::load_file(&config)?;
-                let net = crate::model::folder::load_weights(&cfg, &weights, &opts.device)?;
+                let net = crate::model::model_folder::load_weights(&cfg, &weights, &opts.device)?;
                 Ok(Embedder::from_parts(cfg, net, opts.device.clone(), weights))
             }
             Fetched::Checkpoint(p) => {
