@@ -6,7 +6,8 @@
 //!
 //! The library is organised like the field's vocabulary:
 //! - [`loss`]: pairwise distances, label masks and the triplet-loss family;
-//! - [`convert`]: other projects' weights (dlib's `.dat` files) into model folders;
+//! - [`convert`]: other projects' weights (facenet-pytorch checkpoints and MTCNN `.pt` files,
+//!   dlib's `.dat` files) into model folders;
 //! - [`image`](mod@image): decoding, resampling and warping images (shared by training and
 //!   inference);
 //! - [`data`]: image-folder scanning, identity-disjoint splits, P×K sampling, preprocessing;
