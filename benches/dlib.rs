@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use candle_face::data::load_image;
+use candle_face::image::load_image;
 use candle_face::infer::{BundledModel, Verifier};
 use image::RgbImage;
 use serde_json::json;

@@ -3,13 +3,15 @@
 //! throughput (median of 5 after 2 warm-ups), weights filled by the closed-form rule.
 //! Prints one JSON line. Run with `cargo bench --bench irv1`.
 
+mod common;
+
 use std::time::Instant;
 
 use candle_core::{DType, Device, ModuleT, Tensor};
-use candle_face::model::facenet_layout::expected_tensors;
-use candle_face::model::fill::{fill_state_dict, fill_tensor};
+use candle_face::convert::facenet::expected_tensors;
 use candle_face::model::{InceptionResnetV1, InceptionResnetV1Config};
 use candle_nn::VarBuilder;
+use common::fill::{fill_state_dict, fill_tensor};
 
 fn median_secs(mut f: impl FnMut(), warmup: usize, runs: usize) -> f64 {
     for _ in 0..warmup {

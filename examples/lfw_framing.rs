@@ -4,8 +4,8 @@
 //!
 //! `cargo run --release --example lfw_framing -- [DIR] [N]`
 
-use candle_face::data::image_io::load_image;
 use candle_face::detect::bundled_mtcnn;
+use candle_face::image::load_image;
 use std::path::PathBuf;
 
 fn median(mut v: Vec<f32>) -> f32 {

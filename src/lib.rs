@@ -6,7 +6,10 @@
 //!
 //! The library is organised like the field's vocabulary:
 //! - [`loss`]: pairwise distances, label masks and the triplet-loss family;
-//! - [`convert`]: other projects' weights (dlib's `.dat` files) into model folders;
+//! - [`convert`]: other projects' weights (facenet-pytorch checkpoints and MTCNN `.pt` files,
+//!   dlib's `.dat` files) into model folders;
+//! - [`image`](mod@image): decoding, resampling and warping images (shared by training and
+//!   inference);
 //! - [`data`]: image-folder scanning, identity-disjoint splits, P×K sampling, preprocessing;
 //! - [`model`]: `config.json`, the compact CNN, InceptionResnetV1, saving and loading;
 //! - [`ops`]: tensor operations candle lacks or gets wrong (max pooling with a correct gradient);
@@ -26,6 +29,7 @@ pub mod eval;
 pub mod fsutil;
 #[cfg(feature = "hub")]
 pub mod hub;
+pub mod image;
 pub mod infer;
 pub mod loss;
 pub mod model;

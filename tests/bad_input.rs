@@ -269,7 +269,7 @@ fn verify_and_embed_on_the_corpus() {
     let wide = RgbImage::from_fn(32, 16, |x, _| Rgb([(x * 8) as u8, 0, 0]));
     let exif = tmp.path().join("exif6.jpg");
     std::fs::write(&exif, with_exif_orientation(&jpeg_bytes(&wide), 6)).unwrap();
-    let img = candle_face::data::image_io::load_image(&exif).unwrap();
+    let img = candle_face::image::load_image(&exif).unwrap();
     assert_eq!((img.width(), img.height()), (16, 32));
 
     let bad = bad_images(&tmp.path().join("bad"));

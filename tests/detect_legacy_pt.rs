@@ -13,7 +13,8 @@
 use std::path::PathBuf;
 
 use candle_core::Device;
-use candle_face::detect::{convert_mtcnn_pt, read_legacy_pt, Mtcnn};
+use candle_face::convert::{convert_mtcnn_pt, read_legacy_pt};
+use candle_face::detect::Mtcnn;
 
 fn shared_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("CANDLE_FACE_SHARED")

@@ -208,7 +208,7 @@ fn detections_match_facenet_pytorch_on_real_photos() {
     let m = mtcnn(&shared);
     let mut failures = Vec::new();
     for r in &json.results {
-        let img = candle_face::data::load_image(&shared.join(&r.image)).unwrap();
+        let img = candle_face::image::load_image(&shared.join(&r.image)).unwrap();
         assert_eq!(img.dimensions(), (r.width, r.height), "{}", r.image);
         let faces: Vec<Face> = m.detect(&img).unwrap();
         println!(

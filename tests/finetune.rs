@@ -7,9 +7,9 @@ mod common;
 
 use assert_cmd::Command;
 use candle_core::{DType, Device};
-use candle_face::model::facenet_layout::expected_tensors;
-use candle_face::model::fill::fill_state_dict;
+use candle_face::convert::facenet::expected_tensors;
 use candle_face::model::{Architecture, InceptionResnetV1Config, ModelConfig};
+use common::fill::fill_state_dict;
 
 const FROZEN: &str = "conv2d_,repeat_1,mixed_6a,repeat_2,mixed_7a,repeat_3";
 

@@ -2,12 +2,14 @@
 //! per stage) for weights filled by the closed-form rule of `shared/reference/fill.py`.
 //! Also a finite-difference check of the training-mode gradient through the whole network.
 
+mod common;
+
+use common::fill::{fill_state_dict, fill_tensor, fnv1a64, uniform};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, ModuleT, Tensor, Var};
-use candle_face::model::facenet_layout::expected_tensors;
-use candle_face::model::fill::fill_state_dict;
+use candle_face::convert::facenet::expected_tensors;
 use candle_face::model::inception_resnet_v1::IRV1_STAGES;
 use candle_face::model::{InceptionResnetV1, InceptionResnetV1Config};
 use candle_nn::VarBuilder;
@@ -122,7 +124,7 @@ fn training_gradient_matches_finite_differences() {
     let (_, tensors) = filled_model(&cfg, DType::F64);
     let dev = Device::Cpu;
     let input = Tensor::from_vec(
-        candle_face::model::fill::fill_tensor("input", &[3, 3, 75, 75], false)
+        fill_tensor("input", &[3, 3, 75, 75], false)
             .into_iter()
             .map(f64::from)
             .collect::<Vec<f64>>(),
@@ -131,7 +133,7 @@ fn training_gradient_matches_finite_differences() {
     )
     .unwrap();
     let weights = Tensor::from_vec(
-        candle_face::model::fill::fill_tensor("loss.weights", &[3, 16], false)
+        fill_tensor("loss.weights", &[3, 16], false)
             .into_iter()
             .map(f64::from)
             .collect::<Vec<f64>>(),
@@ -214,7 +216,7 @@ fn training_gradient_matches_finite_differences() {
 /// output for the fixture's input.
 #[test]
 fn facenet_checkpoint_and_converted_folder_match_facenet_pytorch() {
-    use candle_face::infer::source::{convert_facenet_checkpoint, load_facenet_checkpoint};
+    use candle_face::convert::{convert_facenet_checkpoint, load_facenet_checkpoint};
     use candle_face::infer::{LoadOptions, ModelSource};
     let Some(shared) = shared_dir() else { return };
     let fixture = candle_core::safetensors::load(
@@ -254,4 +256,55 @@ fn facenet_checkpoint_and_converted_folder_match_facenet_pytorch() {
     assert_eq!(cfg2.architecture, cfg.architecture);
     let got = net2.forward_t(&fixture["input"], false).unwrap();
     assert!(max_abs(&(&got - want).unwrap()) <= 1e-4);
+}
+
+/// Self-check values the Python fill of the parity fixtures gives.
+#[test]
+fn fill_self_check_values() {
+    assert_eq!(fnv1a64(""), 0xCBF2_9CE4_8422_2325);
+    assert_eq!(fnv1a64("conv2d_1a.conv.weight"), 0xd94f_a0b8_04c5_5802);
+    let u = uniform("conv2d_1a.conv.weight", 4);
+    let expected = [
+        0.5744440641131154,
+        0.18915816211554215,
+        0.07840557624201216,
+        0.8186457275440584,
+    ];
+    assert_eq!(u, expected);
+}
+
+#[test]
+fn fill_rules_by_name_and_rank() {
+    let u = uniform("conv2d_1a.conv.weight", 4);
+    let w = fill_tensor("conv2d_1a.conv.weight", &[2, 2], false);
+    let a = (6.0f64 / 2.0).sqrt();
+    for (w, u) in w.iter().zip(&u) {
+        assert_eq!(*w, ((2.0 * u - 1.0) * a) as f32);
+    }
+    let specs = vec![
+        ("bn.weight".to_string(), vec![3]),
+        ("bn.bias".to_string(), vec![3]),
+        ("bn.running_mean".to_string(), vec![3]),
+        ("bn.running_var".to_string(), vec![3]),
+        ("lin.bias".to_string(), vec![3]),
+        ("prelu.weight".to_string(), vec![3]),
+    ];
+    let t = fill_state_dict(&specs, &Device::Cpu).unwrap();
+    let get = |n: &str| t[n].to_vec1::<f32>().unwrap();
+    let s = |n: &str| {
+        uniform(n, 3)
+            .into_iter()
+            .map(|u| 2.0 * u - 1.0)
+            .collect::<Vec<f64>>()
+    };
+    let check = |n: &str, f: &dyn Fn(f64) -> f64| {
+        let want: Vec<f32> = s(n).into_iter().map(|s| f(s) as f32).collect();
+        assert_eq!(get(n), want, "{n}");
+    };
+    check("bn.weight", &|s| 1.0 + 0.2 * s);
+    check("bn.bias", &|s| 0.2 * s);
+    check("bn.running_mean", &|s| 0.1 * s);
+    check("bn.running_var", &|s| 1.0 + 0.5 * s);
+    check("lin.bias", &|s| 0.1 * s);
+    check("prelu.weight", &|s| 0.25 + 0.05 * s);
 }

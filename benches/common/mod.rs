@@ -3,6 +3,8 @@
 
 use std::time::Instant;
 
+pub mod fill;
+
 /// The crate's result type.
 pub type Res<T> = candle_face::Result<T>;
 

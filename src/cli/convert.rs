@@ -1,7 +1,8 @@
 //! `candle-face convert`: other projects' weights into candle-face model folders.
 
 use anyhow::{Context, Result};
-use candle_face::infer::source::{convert_facenet_checkpoint, Fetched};
+use candle_face::convert::convert_facenet_checkpoint;
+use candle_face::infer::source::Fetched;
 use candle_face::infer::ModelSource;
 use std::path::PathBuf;
 
@@ -85,7 +86,7 @@ pub fn run(a: ConvertArgs) -> Result<()> {
             );
         }
         ConvertWhat::Mtcnn { dir, out } => {
-            candle_face::detect::convert_mtcnn_pt(
+            candle_face::convert::convert_mtcnn_pt(
                 dir.join("pnet.pt"),
                 dir.join("rnet.pt"),
                 dir.join("onet.pt"),

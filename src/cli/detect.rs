@@ -2,8 +2,8 @@
 
 use anyhow::{Context, Result};
 use candle_core::Device;
-use candle_face::data::image_io::load_image;
 use candle_face::detect::{bundled_mtcnn, FaceCrop, FacePick, Mtcnn, MtcnnConfig};
+use candle_face::image::load_image;
 use std::path::PathBuf;
 
 /// Crop recipes selectable on the command line.

@@ -42,7 +42,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         let path = entry?.path();
         if path.is_dir() {
             walk(&path, out)?;
-        } else if candle_face::data::folder::has_image_extension(&path) {
+        } else if candle_face::data::image_folder::has_image_extension(&path) {
             out.push(path);
         }
     }

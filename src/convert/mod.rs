@@ -1,5 +1,9 @@
 //! Other projects' weights into candle-face model folders.
 //!
+//! - [`facenet`]: facenet-pytorch's InceptionResnetV1 checkpoints (`.pt`/`.pth`/`.safetensors`):
+//!   layout checks, the config they get, loading and [`convert_facenet_checkpoint`];
+//! - [`mtcnn_pt`]: PyTorch's legacy `torch.save` format ([`read_legacy_pt`]) and facenet-pytorch's
+//!   MTCNN `.pt` files into an MTCNN model folder ([`convert_mtcnn_pt`]);
 //! - [`dlib_format`]: a reader for dlib's binary serialization (the `.dat` files of its
 //!   networks and shape predictors);
 //! - [`dlib_resnet`]: dlib's face-recognition ResNet `.dat` file into
@@ -7,9 +11,16 @@
 
 pub mod dlib_format;
 pub mod dlib_resnet;
+pub mod facenet;
+pub mod mtcnn_pt;
 
 pub use dlib_format::{DlibFormatError, DlibReader};
 pub use dlib_resnet::{parse_dlib_resnet, DlibResNetFile};
+pub use facenet::{
+    check_tensors, convert_facenet_checkpoint, inspect_facenet_safetensors,
+    load_facenet_checkpoint, load_pth_tensors, read_facenet_checkpoint,
+};
+pub use mtcnn_pt::{convert_mtcnn_pt, read_legacy_pt};
 
 use crate::data::preprocess::Preprocess;
 use crate::detect::FaceCrop;
@@ -75,12 +86,6 @@ pub fn convert_dlib_resnet(dat: &Path, out: &Path) -> Result<ModelConfig> {
         .map_err(|e| Error::weights(dat, format!("not dlib's face-recognition ResNet: {e}")))?;
     let cfg = dlib_model_config(&file);
     let tensors = dlib_tensors(&file)?;
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let weights = out.join(&cfg.weights);
-    crate::fsutil::write_atomic_with(&weights, |tmp| {
-        candle_core::safetensors::save(&tensors, tmp)
-            .map_err(|e| Error::weights(tmp, format!("cannot write: {e}")))
-    })?;
-    cfg.save(out)?;
+    crate::model::write_model_folder(out, &cfg, &tensors)?;
     Ok(cfg)
 }

@@ -13,7 +13,7 @@ use image::RgbImage;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::resample::window_bilinear_rotated;
+use crate::image::resample::window_bilinear_rotated;
 use crate::{Error, Result};
 
 /// Augmentation strengths; every jitter is drawn uniformly in `[−x, +x]`.

@@ -23,10 +23,10 @@ use rand::SeedableRng;
 use rayon::prelude::*;
 
 use super::augment::Augment;
-use super::folder::ImageFolder;
-use super::image_io::load_image;
+use super::image_folder::ImageFolder;
 use super::preprocess::Preprocess;
 use super::sampler::PkSampler;
+use crate::image::load_image;
 use crate::{Error, Result};
 
 /// Decoded, cropped sources of every readable image of a folder, grouped by person.

@@ -1,26 +1,21 @@
-//! Datasets: image-folder scanning, identity-disjoint splits, P×K sampling, image decoding,
-//! preprocessing and augmentation, and the prefetching loader.
+//! Datasets: image-folder scanning, identity-disjoint splits, P×K sampling, preprocessing
+//! and augmentation, and the prefetching loader.
 //!
 //! The path of a training image: [`ImageFolder::scan`] lists `root/<person>/<image>`,
 //! [`ImageFolder::split`] holds out validation identities, [`ImageCache::build`] decodes every
-//! image once ([`load_image`]) into a source slightly larger than the [`Preprocess`] window,
-//! and the [`Loader`] draws [`PkSampler`] batches, applies [`Augment`] and hands over tensors.
+//! image once ([`crate::image::load_image`]) into a source slightly larger than the
+//! [`Preprocess`] window, and the [`Loader`] draws [`PkSampler`] batches, applies [`Augment`] and hands over tensors.
 
 pub mod augment;
-pub mod folder;
-pub mod image_io;
-#[cfg(feature = "libjpeg")]
-mod libjpeg;
+pub mod image_folder;
 pub mod loader;
 #[cfg(feature = "parquet")]
 pub mod parquet;
 pub mod preprocess;
-pub mod resample;
 pub mod sampler;
 
 pub use augment::Augment;
-pub use folder::{ImageFolder, Person, Split};
-pub use image_io::load_image;
+pub use image_folder::{ImageFolder, Person, Split};
 pub use loader::{eval_tensor, Batch, ImageCache, Loader};
 pub use preprocess::Preprocess;
 pub use sampler::PkSampler;

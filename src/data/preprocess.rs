@@ -19,8 +19,8 @@ use candle_core::{Device, Tensor};
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
-use super::image_io::load_image;
-use super::resample::{window_bilinear, window_triangle};
+use crate::image::load_image;
+use crate::image::resample::{window_bilinear, window_triangle};
 use crate::{Error, Result};
 
 /// How an image becomes a network input (see the module documentation).

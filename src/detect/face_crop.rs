@@ -3,10 +3,11 @@
 //! produces crops that look like the ones the model was trained on; and [`FacePick`], which of
 //! several faces in a photo is the one to cut.
 
-use super::align::{align_face, align_face_to, extract_face, prefilter_region};
+use super::align::{align_face, align_face_to, extract_face};
 use super::dlib_chip::{extract_image_chip, get_face_chip_details};
 use super::mtcnn::Face;
 use super::shape_predictor::Rect;
+use crate::image::warp::prefilter_region;
 use crate::{Error, Result};
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
@@ -63,10 +64,11 @@ pub enum FaceCrop {
 
 impl FaceCrop {
     /// The framing of LFW's deep-funneled 250×250 images, which candle-face's LFW-trained models
-    /// are trained on: measured with the bundled MTCNN over LFW training images (see the
-    /// `lfw_framing` example: 300 people, one image each, a face in every one), the longer
-    /// side of the face box is a median 123.5 px of the 250 px image (box_scale 250/123.5 ≈ 2.02)
-    /// and its centre a median 0.017 box heights below the image centre.
+    /// are trained on: a 250×250 square of side [`LFW_BOX_SCALE`] times the face box's longer
+    /// side, its centre [`LFW_Y_SHIFT`] box heights below the box centre (i.e. 0.017 above). In
+    /// those images the bundled MTCNN's box has a median longer side of 123.5 px (250/123.5 ≈
+    /// 2.02) and its centre a median 0.017 box heights below the image centre; the
+    /// `lfw_framing` example measures both.
     pub fn lfw_deep_funneled() -> Self {
         FaceCrop::Square {
             box_scale: LFW_BOX_SCALE,
@@ -162,7 +164,7 @@ impl FaceCrop {
 
 /// dlib's face chip of `face` (see [`FaceCrop::DlibChip`]).
 fn dlib_chip(img: &RgbImage, face: &Face, size: u32, padding: f32) -> Result<RgbImage> {
-    let landmarks = super::bundled::bundled_landmarks()?.predict(img, dlib_box(face));
+    let landmarks = super::bundled_weights::bundled_landmarks()?.predict(img, dlib_box(face));
     let five: [(f64, f64); 5] = landmarks
         .get(..5)
         .and_then(|s| s.try_into().ok())
@@ -193,7 +195,7 @@ pub fn dlib_box(face: &Face) -> Rect {
 
 /// Median MTCNN landmarks (left eye, right eye, nose tip, left and right mouth corner) over
 /// LFW's 9525 deep-funneled training images (250×250; the face nearest the image centre,
-/// bundled MTCNN; 2026-11-29). Their spread there: standard deviation 2.4–3.9 px for the eyes,
+/// bundled MTCNN). Their spread there: standard deviation 2.4–3.9 px for the eyes,
 /// 4–6 px for nose and mouth; eye distance 38–46 px (10th–90th percentile, median 42); roll
 /// −3.7° to +1.2°. [`FaceCrop::lfw_aligned`] removes that spread.
 pub const LFW_TEMPLATE_250: [[f32; 2]; 5] = [
@@ -265,7 +267,7 @@ pub const LFW_BOX_SCALE: f32 = 2.02;
 pub const LFW_Y_SHIFT: f32 = -0.017;
 
 /// The square crop of [`FaceCrop::Square`], bilinear resampling, black outside the photo; a
-/// crop that shrinks the face by more than [`super::align::PREFILTER_STEP`] is taken from a
+/// crop that shrinks the face by more than [`crate::image::warp::PREFILTER_STEP`] is taken from a
 /// low-passed copy ([`prefilter_region`]) so it does not alias.
 pub fn square_crop(
     img: &RgbImage,
@@ -289,9 +291,10 @@ pub fn square_crop(
         let [x1, y1] = map.apply([f64::from(x1), f64::from(y1)]);
         let [x2, y2] = map.apply([f64::from(x2), f64::from(y2)]);
         let bbox = [x1, y1, x2, y2].map(|v| v as f32);
-        return square_crop_plain(&small, bbox, box_scale, y_shift, size);
+        let window = crop_window(bbox, box_scale, y_shift, size);
+        return Ok(square_crop_plain(&small, window, size));
     }
-    square_crop_plain(img, bbox, box_scale, y_shift, size)
+    Ok(square_crop_plain(img, (x0, y0, side, step), size))
 }
 
 /// The crop square of [`square_crop`] in photo pixels: top-left corner, side, and source pixels
@@ -305,15 +308,10 @@ fn crop_window(bbox: [f32; 4], box_scale: f32, y_shift: f32, size: u32) -> (f32,
     (cx - side / 2.0, cy - side / 2.0, side, side / size as f32)
 }
 
-/// [`square_crop`] without the prefilter.
-fn square_crop_plain(
-    img: &RgbImage,
-    bbox: [f32; 4],
-    box_scale: f32,
-    y_shift: f32,
-    size: u32,
-) -> Result<RgbImage> {
-    let (x0, y0, _, step) = crop_window(bbox, box_scale, y_shift, size);
+/// [`square_crop`] without the prefilter: the `size × size` bilinear samples of the crop
+/// `window` ([`crop_window`]'s top-left corner, side and step), black outside the photo.
+fn square_crop_plain(img: &RgbImage, window: (f32, f32, f32, f32), size: u32) -> RgbImage {
+    let (x0, y0, _, step) = window;
     let (iw, ih) = (img.width() as i64, img.height() as i64);
     let px = |x: i64, y: i64| -> [f32; 3] {
         if x < 0 || y < 0 || x >= iw || y >= ih {
@@ -343,7 +341,7 @@ fn square_crop_plain(
             p.0[k] = (top * (1.0 - ay) + bottom * ay).round().clamp(0.0, 255.0) as u8;
         }
     }
-    Ok(out)
+    out
 }
 
 #[cfg(test)]
@@ -424,12 +422,12 @@ mod tests {
 
     #[test]
     fn large_faces_are_prefiltered_and_keep_their_framing() {
-        use crate::detect::align::tests::{channel_stats, is_grey, ramps_and_checkerboard};
+        use crate::image::warp::tests::{channel_stats, is_grey, ramps_and_checkerboard};
         // A 700-pixel box cut to 250 pixels at box scale 1.3: about 3.6 source pixels per
         // output pixel, all inside the 2000-pixel image.
         let img = ramps_and_checkerboard();
         let bbox = [650.0, 640.0, 1350.0, 1340.0];
-        let plain = square_crop_plain(&img, bbox, 1.3, LFW_Y_SHIFT, 250).unwrap();
+        let plain = square_crop_plain(&img, crop_window(bbox, 1.3, LFW_Y_SHIFT, 250), 250);
         let filtered = square_crop(&img, bbox, 1.3, LFW_Y_SHIFT, 250).unwrap();
         for c in 0..2 {
             let (mean, max, _, _) = channel_stats(&filtered, &plain, c);

@@ -5,23 +5,24 @@
 //!
 //! - [`PNet`], [`RNet`], [`ONet`]: the three networks, with facenet-pytorch's parameter names;
 //! - [`Mtcnn`]: the cascade ([`Mtcnn::detect`] → [`Face`]s, largest first);
-//! - [`extract_face`], [`align_face`], [`CropMode`]: cutting a face out for the embedding net;
+//! - [`extract_face`], [`align_face`]: cutting a face out for the embedding net;
 //! - [`FaceCrop`]: the crop recipe a model's `config.json` records for detection; [`FacePick`]:
 //!   which face of several is the main one;
+//! - [`FaceFinder`]: detection + crop recipe + pick, the main face of a photo ready for a model;
 //! - [`prepare_folder`]: a labelled folder of photos → the same tree of face crops;
 //! - [`bundled_mtcnn`]: the detector weights built into the crate (no download needed);
-//! - [`read_legacy_pt`], [`convert_mtcnn_pt`]: reading facenet-pytorch's shipped `.pt` files.
 //!
 //! Model folder layout: three files `pnet.safetensors`, `rnet.safetensors`, `onet.safetensors`,
 //! each with facenet-pytorch's tensor names and no prefix.
 //!
 //! ```no_run
 //! # fn main() -> candle_face::Result<()> {
-//! use candle_face::detect::{CropMode, Mtcnn};
+//! use candle_face::detect::{FaceCrop, FaceFinder, Mtcnn};
 //! let mtcnn = Mtcnn::load("models/mtcnn", &candle_core::Device::Cpu)?;
+//! let finder = FaceFinder::new(mtcnn, FaceCrop::Aligned { size: 112 })?;
 //! // libjpeg-turbo decoding (feature `libjpeg`) gives the pixels facenet-pytorch sees.
-//! let img = candle_face::data::load_image("photo.jpg".as_ref())?;
-//! for (face, crop) in mtcnn.detect_and_crop(&img, &CropMode::Aligned, 112)? {
+//! let img = candle_face::image::load_image("photo.jpg".as_ref())?;
+//! for (face, crop) in finder.find_all(&img)? {
 //!     println!("{:?} p={} → {}×{}", face.bbox, face.score, crop.width(), crop.height());
 //! }
 //! # Ok(())
@@ -29,35 +30,25 @@
 //! ```
 
 pub mod align;
-pub mod bundled;
+pub mod bundled_weights;
 pub mod dlib_chip;
 mod dlib_geometry;
 pub mod face_crop;
-mod layers;
-pub mod legacy_pt;
+pub mod face_finder;
 pub mod mtcnn;
+pub mod mtcnn_nets;
 pub mod nms;
-pub mod onet;
-pub mod pnet;
 pub mod prepare;
-pub mod resize;
-pub mod rnet;
 pub mod shape_predictor;
 
-pub use align::{
-    align_face, align_face_to, extract_face, template, warp_similarity, CropMode, Similarity,
-    ARCFACE_TEMPLATE_112,
-};
-pub use bundled::{
+pub use align::{align_face, align_face_to, extract_face, template, ARCFACE_TEMPLATE_112};
+pub use bundled_weights::{
     bundled_landmarks, bundled_mtcnn, BUNDLED_LANDMARKS_NOTICE, BUNDLED_MTCNN_NOTICE,
 };
 pub use dlib_chip::{extract_image_chip, get_face_chip_details, ChipDetails, DRect};
 pub use face_crop::{FaceCrop, FacePick};
-pub use legacy_pt::{convert_mtcnn_pt, read_legacy_pt};
+pub use face_finder::FaceFinder;
 pub use mtcnn::{DetectTrace, Face, Mtcnn, MtcnnConfig};
-pub use onet::ONet;
-pub use pnet::PNet;
+pub use mtcnn_nets::{ONet, PNet, RNet};
 pub use prepare::{prepare_folder, PrepareOptions, PrepareReport};
-pub use resize::FloatImage;
-pub use rnet::RNet;
 pub use shape_predictor::{Rect, ShapePredictor};

@@ -23,10 +23,9 @@ use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use super::align::CropMode;
 use super::nms::{nms, nms_plus_one, Overlap};
-use super::resize::FloatImage;
 use super::{ONet, PNet, RNet};
+use crate::image::FloatImage;
 use crate::{Error, Result};
 
 /// File names of the three networks inside an MTCNN model folder.
@@ -191,7 +190,7 @@ fn load_vb(path: &Path, device: &Device) -> Result<VarBuilder<'static>> {
 impl Mtcnn {
     /// Loads the detector from a model folder holding `pnet.safetensors`, `rnet.safetensors`
     /// and `onet.safetensors` (facenet-pytorch's parameter names, no prefix), with the default
-    /// [`MtcnnConfig`]. [`super::convert_mtcnn_pt`] writes such a folder.
+    /// [`MtcnnConfig`]. [`crate::convert::convert_mtcnn_pt`] writes such a folder.
     pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
         let dir = dir.as_ref();
         if !dir.is_dir() {
@@ -288,25 +287,17 @@ impl Mtcnn {
         Ok((faces, trace))
     }
 
-    /// Detects faces and crops each one with `mode` to `size × size` pixels, largest first.
-    pub fn detect_and_crop(
-        &self,
-        img: &image::RgbImage,
-        mode: &CropMode,
-        size: u32,
-    ) -> Result<Vec<(Face, image::RgbImage)>> {
-        self.detect(img)?
-            .into_iter()
-            .map(|face| Ok((face, mode.crop(img, &face, size)?)))
-            .collect()
-    }
-
     fn run(&self, img: &image::RgbImage, mut trace: Option<&mut DetectTrace>) -> Result<Vec<Face>> {
         self.config.validate()?;
         let fimg = FloatImage::from_rgb(img);
-        let cfg = &self.config;
+        let stage1 = self.propose(&fimg, trace.as_deref_mut())?;
+        let stage2 = self.refine(&fimg, &stage1, trace.as_deref_mut())?;
+        self.output(&fimg, &stage2, trace)
+    }
 
-        // Stage 1: PNet over the pyramid.
+    /// Stage 1: PNet over the pyramid, NMS within and across levels, regression and squaring.
+    fn propose(&self, fimg: &FloatImage, mut trace: Option<&mut DetectTrace>) -> Result<Vec<Cand>> {
+        let cfg = &self.config;
         let scales = cfg.scales(fimg.width, fimg.height);
         let mut all = Vec::new();
         // The pyramid levels are independent: resample them all at once, in parallel.
@@ -330,11 +321,11 @@ impl Mtcnn {
                 t.pyramid.push(x);
             }
         }
-        if let Some(t) = trace.as_deref_mut() {
+        if let Some(t) = trace {
             t.scales = scales;
         }
         let keep = nms(&boxes_of(&all), &scores_of(&all), NMS_ACROSS_SCALES);
-        let stage1: Vec<Cand> = keep
+        let stage1 = keep
             .into_iter()
             .map(|i| {
                 let c = all[i];
@@ -352,9 +343,18 @@ impl Mtcnn {
                 }
             })
             .collect();
+        Ok(stage1)
+    }
 
-        // Stage 2: RNet on 24×24 crops.
-        let (kept, batch) = crops(&fimg, &stage1, 24);
+    /// Stage 2: RNet on 24×24 crops of `stage1`, threshold, NMS, regression and squaring.
+    fn refine(
+        &self,
+        fimg: &FloatImage,
+        stage1: &[Cand],
+        mut trace: Option<&mut DetectTrace>,
+    ) -> Result<Vec<Cand>> {
+        let cfg = &self.config;
+        let (kept, batch) = crops(fimg, stage1, 24);
         let stage1: Vec<Cand> = kept.iter().map(|&i| stage1[i]).collect();
         if let Some(t) = trace.as_deref_mut() {
             t.stage1 = stage1.iter().map(with_score).collect();
@@ -370,7 +370,7 @@ impl Mtcnn {
             regs.extend(rows::<4>(&reg)?);
             probs.extend(rows::<2>(&prob)?.into_iter().map(|p| p[1]));
         }
-        if let Some(t) = trace.as_deref_mut() {
+        if let Some(t) = trace {
             t.rnet_input = Some(input);
         }
         let passed: Vec<Cand> = stage1
@@ -391,9 +391,19 @@ impl Mtcnn {
                 }
             })
             .collect();
+        Ok(stage2)
+    }
 
-        // Stage 3: ONet on 48×48 crops.
-        let (kept, batch) = crops(&fimg, &stage2, 48);
+    /// Stage 3: ONet on 48×48 crops of `stage2`: threshold, landmarks, regression, and the
+    /// final "Min"-overlap NMS; largest face first.
+    fn output(
+        &self,
+        fimg: &FloatImage,
+        stage2: &[Cand],
+        mut trace: Option<&mut DetectTrace>,
+    ) -> Result<Vec<Face>> {
+        let cfg = &self.config;
+        let (kept, batch) = crops(fimg, stage2, 48);
         let stage2: Vec<Cand> = kept.iter().map(|&i| stage2[i]).collect();
         if let Some(t) = trace.as_deref_mut() {
             t.stage2 = stage2.iter().map(with_score).collect();

@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rayon::prelude::*;
 
-use crate::data::folder::ImageFolder;
-use crate::data::image_io::load_image;
+use crate::data::image_folder::ImageFolder;
+use crate::image::load_image;
 use crate::infer::FaceFinder;
 use crate::{Error, Result};
 
@@ -99,65 +99,15 @@ pub fn prepare_folder(
     opts: &PrepareOptions,
 ) -> Result<PrepareReport> {
     let folder = ImageFolder::scan(root)?;
-    if let (Ok(r), Some(o)) = (root.canonicalize(), resolve(out)) {
-        if o.starts_with(&r) {
-            return Err(Error::dataset(
-                out,
-                format!(
-                    "the output folder lies inside the source folder {}: crops would be scanned \
-                     as training images",
-                    root.display()
-                ),
-            ));
-        }
-    }
-    let mut jobs = Vec::with_capacity(folder.num_images());
-    for person in &folder.people {
-        let mut seen = std::collections::HashMap::new();
-        for image in &person.images {
-            let dst = output_path(out, &person.name, image);
-            if let Some(prev) = seen.insert(dst.clone(), image.clone()) {
-                return Err(Error::dataset(
-                    image,
-                    format!(
-                        "same file stem as {}: both would be written to {}",
-                        prev.display(),
-                        dst.display()
-                    ),
-                ));
-            }
-            jobs.push((image.clone(), dst));
-        }
-    }
+    check_outside(root, out)?;
+    let jobs = plan_jobs(&folder, out)?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-
-    enum Outcome {
-        Written,
-        Kept,
-        NoFace(PathBuf),
-        Failed(PathBuf, String),
-    }
     let total = jobs.len();
     let done = AtomicUsize::new(0);
     let outcomes: Vec<Outcome> = jobs
         .par_iter()
         .map(|(src, dst)| {
-            let outcome = if !opts.overwrite && dst.is_file() {
-                Outcome::Kept
-            } else {
-                match crop_one(finder, src, dst) {
-                    Ok(()) => Outcome::Written,
-                    Err(Error::NoFace { path }) => Outcome::NoFace(path),
-                    // The reason without the path (the report pairs them).
-                    Err(Error::Image { path, reason }) if &path == src => {
-                        Outcome::Failed(src.clone(), reason)
-                    }
-                    Err(Error::Io { path, source }) if &path == src => {
-                        Outcome::Failed(src.clone(), source.to_string())
-                    }
-                    Err(e) => Outcome::Failed(src.clone(), e.to_string()),
-                }
-            };
+            let outcome = prepare_one(finder, opts, src, dst);
             let n = done.fetch_add(1, Ordering::Relaxed) + 1;
             if let Some(progress) = opts.progress {
                 progress(n, total);
@@ -181,6 +131,72 @@ pub fn prepare_folder(
         }
     }
     Ok(report)
+}
+
+/// Refuses an output folder inside the source folder `root`.
+fn check_outside(root: &Path, out: &Path) -> Result<()> {
+    if let (Ok(r), Some(o)) = (root.canonicalize(), resolve(out)) {
+        if o.starts_with(&r) {
+            return Err(Error::dataset(
+                out,
+                format!(
+                    "the output folder lies inside the source folder {}: crops would be scanned \
+                     as training images",
+                    root.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Every `(source image, output crop)` pair; two images of one person with the same file stem
+/// are an error.
+fn plan_jobs(folder: &ImageFolder, out: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
+    let mut jobs = Vec::with_capacity(folder.num_images());
+    for person in &folder.people {
+        let mut seen = std::collections::HashMap::new();
+        for image in &person.images {
+            let dst = output_path(out, &person.name, image);
+            if let Some(prev) = seen.insert(dst.clone(), image.clone()) {
+                return Err(Error::dataset(
+                    image,
+                    format!(
+                        "same file stem as {}: both would be written to {}",
+                        prev.display(),
+                        dst.display()
+                    ),
+                ));
+            }
+            jobs.push((image.clone(), dst));
+        }
+    }
+    Ok(jobs)
+}
+
+/// What became of one image.
+enum Outcome {
+    Written,
+    Kept,
+    NoFace(PathBuf),
+    Failed(PathBuf, String),
+}
+
+/// Crops `src` into `dst` (or keeps an existing `dst` unless `opts.overwrite`).
+fn prepare_one(finder: &FaceFinder, opts: &PrepareOptions, src: &PathBuf, dst: &Path) -> Outcome {
+    if !opts.overwrite && dst.is_file() {
+        return Outcome::Kept;
+    }
+    match crop_one(finder, src, dst) {
+        Ok(()) => Outcome::Written,
+        Err(Error::NoFace { path }) => Outcome::NoFace(path),
+        // The reason without the path (the report pairs them).
+        Err(Error::Image { path, reason }) if &path == src => Outcome::Failed(src.clone(), reason),
+        Err(Error::Io { path, source }) if &path == src => {
+            Outcome::Failed(src.clone(), source.to_string())
+        }
+        Err(e) => Outcome::Failed(src.clone(), e.to_string()),
+    }
 }
 
 /// Reads `src`, crops its main face and writes it to `dst` as PNG (atomically).

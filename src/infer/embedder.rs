@@ -1,8 +1,8 @@
 //! [`Embedder`]: images in, L2-normalised embeddings out, exactly as the model's config says.
 
-use crate::data::image_io::load_image;
+use crate::detect::FaceFinder;
 use crate::detect::FacePick;
-use crate::infer::face::FaceFinder;
+use crate::image::load_image;
 use crate::model::{load_model, EmbeddingNet, ModelConfig};
 use crate::{Error, Result};
 use candle_core::{Device, ModuleT, Tensor};

@@ -4,18 +4,17 @@
 //! Nothing here depends on [`crate::train`]: weights are memory-mapped, BatchNorm runs in
 //! evaluation mode, and there is no optimizer or `VarMap`.
 
-pub mod bundled;
+pub mod bundled_models;
 pub mod embedder;
-pub mod face;
 pub mod gallery;
 pub mod ivf;
 pub mod source;
 pub mod store;
 pub mod verifier;
 
-pub use bundled::{has_bundled_model, BundledModel};
+pub use crate::detect::FaceFinder;
+pub use bundled_models::{has_bundled_model, BundledModel};
 pub use embedder::Embedder;
-pub use face::FaceFinder;
 pub use gallery::{Candidate, Gallery, Identification};
 pub use ivf::IvfIndex;
 pub use source::{LoadOptions, ModelSource};

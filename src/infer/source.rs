@@ -3,7 +3,7 @@
 //!
 //! | `--model` value | what is loaded |
 //! |---|---|
-//! | *(omitted)*, `default` or `dlib` | dlib's face-recognition ResNet, built into the crate ([`crate::infer::bundled`]) |
+//! | *(omitted)*, `default` or `dlib` | dlib's face-recognition ResNet, built into the crate ([`crate::infer::bundled_models`]) |
 //! | `compact` | the compact CNN trained from scratch on LFW, built into the crate |
 //! | `path/to/folder` | a model folder: `config.json` + weights |
 //! | `weights.pth`, `weights.pt`, `weights.safetensors` | a facenet-pytorch InceptionResnetV1 checkpoint (no `config.json`) |
@@ -15,15 +15,12 @@
 //! threshold: calibrate one (`candle-face calibrate`) or pass `--threshold`. `candle-face convert
 //! facenet` turns such a checkpoint into a model folder with a `config.json`.
 
-use crate::data::preprocess::Preprocess;
-use crate::detect::FaceCrop;
-use crate::infer::bundled::BundledModel;
+use crate::convert::facenet::{load_facenet_checkpoint, read_facenet_checkpoint};
+use crate::infer::bundled_models::BundledModel;
 use crate::infer::Embedder;
-use crate::model::facenet_layout::{check_tensors, infer_config, is_ignored_key, load_pth_tensors};
-use crate::model::{Architecture, EmbeddingNet, InceptionResnetV1Config, ModelConfig};
+use crate::model::{write_model_folder, ModelConfig};
 use crate::{Error, Result};
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
+use candle_core::{Device, Tensor};
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -211,7 +208,7 @@ impl ModelSource {
         match files {
             Fetched::Folder { config, weights } => {
                 let cfg = ModelConfig::load_file(&config)?;
-                let net = crate::model::folder::load_weights(&cfg, &weights, &opts.device)?;
+                let net = crate::model::model_folder::load_weights(&cfg, &weights, &opts.device)?;
                 Ok(Embedder::from_parts(cfg, net, opts.device.clone(), weights))
             }
             Fetched::Checkpoint(p) => {
@@ -229,7 +226,8 @@ impl ModelSource {
     }
 
     /// The model's config and all its weights as tensors on the CPU (the starting point of
-    /// fine-tuning). A facenet-pytorch checkpoint gets [`facenet_model_config`].
+    /// fine-tuning). A facenet-pytorch checkpoint gets
+    /// [`facenet_model_config`](crate::convert::facenet::facenet_model_config).
     pub fn read_weights(
         &self,
         opts: &LoadOptions,
@@ -316,91 +314,13 @@ pub enum Fetched {
     Checkpoint(PathBuf),
 }
 
-/// The config candle-face gives a facenet-pytorch checkpoint: its InceptionResnetV1 layout,
-/// facenet-pytorch's preprocessing and face crop, euclidean distance, no threshold.
-pub fn facenet_model_config(arch: InceptionResnetV1Config) -> ModelConfig {
-    let mut pre = Preprocess::facenet();
-    pre.image_size = arch.image_size as u32;
-    let mut cfg = ModelConfig::new(Architecture::InceptionResnetV1(arch), pre);
-    cfg.face_crop = Some(FaceCrop::facenet());
-    cfg
-}
-
-/// The tensors of a facenet-pytorch checkpoint that the embedding model uses (the `logits`
-/// head and `num_batches_tracked` counters dropped), as f32 on the CPU.
-pub fn read_facenet_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(|e| e.to_ascii_lowercase());
-    let all = if ext.as_deref() == Some("safetensors") {
-        candle_core::safetensors::load(path, &Device::Cpu)
-            .map_err(|e| Error::weights(path, format!("not a readable safetensors file: {e}")))?
-    } else {
-        load_pth_tensors(path)?
-    };
-    all.into_iter()
-        .filter(|(k, _)| !is_ignored_key(k))
-        .map(|(k, t)| Ok((k, t.to_dtype(DType::F32)?)))
-        .collect()
-}
-
-/// Reads a facenet-pytorch InceptionResnetV1 checkpoint: its tensors (see
-/// [`read_facenet_tensors`]) and the config candle-face gives it, with the architecture inferred
-/// from the tensor shapes and every tensor checked (the first that does not fit is named).
-pub fn read_facenet_checkpoint(path: &Path) -> Result<(ModelConfig, HashMap<String, Tensor>)> {
-    let tensors = read_facenet_tensors(path)?;
-    let specs = tensors
-        .iter()
-        .map(|(k, t)| (k.clone(), (t.dims().to_vec(), t.dtype())))
-        .collect();
-    let arch = infer_config(&specs, path)?;
-    check_tensors(&arch, &specs, path)?;
-    Ok((facenet_model_config(arch), tensors))
-}
-
-/// Loads a facenet-pytorch InceptionResnetV1 checkpoint (`.pt`/`.pth`/`.safetensors`): infers
-/// its configuration from the tensor shapes, checks every tensor (naming the first that does
-/// not fit), and builds the network on `device`.
-pub fn load_facenet_checkpoint(
-    path: &Path,
-    device: &Device,
-) -> Result<(ModelConfig, EmbeddingNet)> {
-    if !path.is_file() {
-        return Err(Error::io(
-            path,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "checkpoint not found"),
-        ));
-    }
-    let (cfg, tensors) = read_facenet_checkpoint(path)?;
-    let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
-    let net = EmbeddingNet::new(&cfg.architecture, vb).map_err(|e| Error::weights(path, e))?;
-    Ok((cfg, net))
-}
-
 /// Writes any model source as a candle-face model folder `out` (`config.json` and the weights
 /// it names, each written atomically): how the built-in model, a Hub model or a checkpoint
 /// becomes a folder that can be calibrated or shipped. Returns the config written.
 pub fn export_model(source: &ModelSource, opts: &LoadOptions, out: &Path) -> Result<ModelConfig> {
     let (cfg, tensors) = source.read_weights(opts)?;
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let weights = out.join(&cfg.weights);
-    crate::fsutil::write_atomic_with(&weights, |tmp| {
-        candle_core::safetensors::save(&tensors, tmp).map_err(|e| Error::weights(tmp, e))
-    })?;
-    cfg.save(out)?;
+    write_model_folder(out, &cfg, &tensors)?;
     Ok(cfg)
-}
-
-/// Converts a facenet-pytorch InceptionResnetV1 checkpoint into a candle-face model folder
-/// `out` (`config.json` with facenet-pytorch's preprocessing, `model.safetensors` without the
-/// classifier head), written atomically. Returns the config written.
-pub fn convert_facenet_checkpoint(src: &Path, out: &Path) -> Result<ModelConfig> {
-    export_model(
-        &ModelSource::FacenetCheckpoint(src.to_path_buf()),
-        &LoadOptions::default(),
-        out,
-    )
 }
 
 #[cfg(test)]
@@ -473,16 +393,5 @@ mod tests {
             .parse::<ModelSource>()
             .unwrap_err();
         assert!(err.to_string().contains("nope"), "{err}");
-    }
-
-    #[test]
-    fn a_text_file_named_pth_is_a_clear_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let pth = dir.path().join("w.pth");
-        std::fs::write(&pth, b"not a checkpoint").unwrap();
-        let err = load_facenet_checkpoint(&pth, &Device::Cpu)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("w.pth"), "{err}");
     }
 }

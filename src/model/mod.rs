@@ -4,18 +4,15 @@
 pub mod compact;
 pub mod config;
 pub mod dlib_resnet;
-pub mod facenet_layout;
-pub mod fill;
-pub mod folder;
 pub mod inception_resnet_v1;
 pub mod layers;
+pub mod model_folder;
 
 pub use compact::{Blocks, CompactCnn, CompactCnnConfig, Head};
 pub use config::{Architecture, ModelConfig, TrainingSummary};
 pub use dlib_resnet::{DlibResNet, DlibResNetConfig};
-pub use facenet_layout::{check_tensors, inspect_facenet_safetensors, load_pth_tensors};
-pub use folder::{load_model, save_model};
 pub use inception_resnet_v1::{InceptionResnetV1, InceptionResnetV1Config};
+pub use model_folder::{load_model, save_model, write_model_folder};
 
 use crate::Result;
 use candle_core::{ModuleT, Tensor};

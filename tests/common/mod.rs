@@ -3,6 +3,9 @@
 
 use std::path::PathBuf;
 
+#[path = "../../benches/common/fill.rs"]
+pub mod fill;
+
 /// The `shared/` folder (real data and parity fixtures): `$CANDLE_FACE_SHARED`, else `../shared`
 /// beside the crate. `None` (with a message on stderr) when it is missing.
 pub fn shared_dir() -> Option<PathBuf> {

@@ -1,6 +1,6 @@
 //! Reader for PyTorch's legacy (pre-1.6, non-zip) `torch.save` format, the format of
 //! facenet-pytorch's shipped `data/pnet.pt`, `rnet.pt`, `onet.pt` (MIT licence), and a converter
-//! from those three files to the safetensors model folder [`super::Mtcnn::load`] reads.
+//! from those three files to the safetensors model folder [`crate::detect::Mtcnn::load`] reads.
 //!
 //! Layout (`torch/serialization.py::_legacy_save`): a pickled magic number (protocol 2, a
 //! LONG1 of 10 bytes, STOP: 15 bytes, skipped by hand because candle's pickle reader overflows
@@ -18,8 +18,8 @@ use candle_core::pickle::{Object, Stack};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
-use super::mtcnn::{ONET_FILE, PNET_FILE, RNET_FILE};
-use super::{ONet, PNet, RNet};
+use crate::detect::mtcnn::{ONET_FILE, PNET_FILE, RNET_FILE};
+use crate::detect::{ONet, PNet, RNet};
 use crate::{Error, Result};
 
 /// `torch.serialization.MAGIC_NUMBER` (0x1950a86a20f9469cfc6c) as the LONG1 bytes.

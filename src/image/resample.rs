@@ -1,5 +1,5 @@
 //! Resampling a square window of an RGB image to a square output: the one geometric primitive
-//! behind preprocessing ([`super::Preprocess`]) and augmentation ([`super::Augment`]).
+//! behind the training data's preprocessing and augmentation.
 //!
 //! Coordinates are continuous with pixel `i` covering `[i, i+1)` (centre `i + 0.5`), the
 //! convention of Pillow and the `image` crate. A window may reach outside the image: samples
@@ -82,18 +82,8 @@ pub fn window_triangle(img: &RgbImage, x0: f64, y0: f64, side: f64, out: u32) ->
     let xt = axis_taps(w, x0, side, out);
     let yt = axis_taps(h, y0, side, out);
     // Rows of the source that any output row reads.
-    let rmin = yt
-        .iter()
-        .flat_map(|t| t.idx.iter())
-        .min()
-        .copied()
-        .unwrap_or(0);
-    let rmax = yt
-        .iter()
-        .flat_map(|t| t.idx.iter())
-        .max()
-        .copied()
-        .unwrap_or(0);
+    let rows = || yt.iter().flat_map(|t| t.idx.iter().copied());
+    let (rmin, rmax) = (rows().min().unwrap_or(0), rows().max().unwrap_or(0));
     let src = img.as_raw();
     let stride = w as usize * 3;
     let o = out as usize;
@@ -153,6 +143,14 @@ fn bilinear_rgb(
     }
 }
 
+/// The black `out × out` output (`out` at least 1) of a window of side `side`, and the source
+/// step per output pixel; `None` when `img` has no pixels (the output then stays black).
+fn blank_window(img: &RgbImage, side: f32, out: u32) -> Option<(RgbImage, f32)> {
+    let out = out.max(1);
+    let (w, h) = img.dimensions();
+    (w > 0 && h > 0).then(|| (RgbImage::new(out, out), side / out as f32))
+}
+
 /// Samples the square window with top-left `(x0, y0)` and side `side` at `out × out` points by
 /// bilinear interpolation (edge pixels repeat outside the image). Output pixel `(j, i)` reads
 /// source point `(x0 + (j + ½)·side/out − ½, y0 + (i + ½)·side/out − ½)` in pixel-index
@@ -166,13 +164,11 @@ pub fn window_bilinear(
     out: u32,
     mirror: bool,
 ) -> RgbImage {
-    let out = out.max(1);
+    let Some((mut dst, step)) = blank_window(img, side, out) else {
+        return RgbImage::new(out.max(1), out.max(1));
+    };
+    let out = dst.width();
     let (w, h) = img.dimensions();
-    let mut dst = RgbImage::new(out, out);
-    if w == 0 || h == 0 {
-        return dst;
-    }
-    let step = side / out as f32;
     let coords = |start: f32, n: u32| -> Vec<(usize, usize, f32)> {
         (0..out)
             .map(|j| {
@@ -225,13 +221,11 @@ pub fn window_bilinear_rotated(
     if angle == 0.0 {
         return window_bilinear(img, x0, y0, side, out, mirror);
     }
-    let out = out.max(1);
+    let Some((mut dst, step)) = blank_window(img, side, out) else {
+        return RgbImage::new(out.max(1), out.max(1));
+    };
+    let out = dst.width();
     let (w, h) = img.dimensions();
-    let mut dst = RgbImage::new(out, out);
-    if w == 0 || h == 0 {
-        return dst;
-    }
-    let step = side / out as f32;
     // Window centre in pixel-index coordinates (the −½ of window_bilinear's mapping).
     let cx = x0 + side / 2.0 - 0.5;
     let cy = y0 + side / 2.0 - 0.5;

@@ -1,5 +1,7 @@
-//! facenet-pytorch's checkpoint layout for InceptionResnetV1: which tensors a file must hold,
-//! inferring the [`InceptionResnetV1Config`] from them, and explaining the first mismatch.
+//! facenet-pytorch's InceptionResnetV1 checkpoints (`.pt`/`.pth`/`.safetensors`): which tensors
+//! a file must hold, inferring the [`InceptionResnetV1Config`] from them, explaining the first
+//! mismatch, the config candle-face gives such a checkpoint, and loading or converting it into
+//! a model folder.
 //!
 //! Reference: the state dict of `facenet_pytorch.InceptionResnetV1(classify=False)` (keys such as
 //! `conv2d_1a.conv.weight`, `repeat_2.3.branch1.2.bn.running_var`, `last_linear.weight`). Keys
@@ -15,7 +17,12 @@ use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
 
-use super::inception_resnet_v1::{InceptionResnetV1, InceptionResnetV1Config, IRV1_FEATURES};
+use crate::data::preprocess::Preprocess;
+use crate::detect::FaceCrop;
+use crate::model::inception_resnet_v1::{
+    InceptionResnetV1, InceptionResnetV1Config, IRV1_FEATURES,
+};
+use crate::model::{write_model_folder, Architecture, EmbeddingNet, ModelConfig};
 use crate::{Error, Result};
 
 /// Name, shape and dtype of each tensor in a checkpoint, without the data.
@@ -289,16 +296,90 @@ pub fn load_pth_tensors(path: impl AsRef<Path>) -> Result<HashMap<String, Tensor
     Ok(tensors.into_iter().collect())
 }
 
+/// The config candle-face gives a facenet-pytorch checkpoint: its InceptionResnetV1 layout,
+/// facenet-pytorch's preprocessing and face crop, euclidean distance, no threshold.
+pub fn facenet_model_config(arch: InceptionResnetV1Config) -> ModelConfig {
+    let mut pre = Preprocess::facenet();
+    pre.image_size = arch.image_size as u32;
+    let mut cfg = ModelConfig::new(Architecture::InceptionResnetV1(arch), pre);
+    cfg.face_crop = Some(FaceCrop::facenet());
+    cfg
+}
+
+/// The tensors of a facenet-pytorch checkpoint that the embedding model uses (the `logits`
+/// head and `num_batches_tracked` counters dropped), as f32 on the CPU.
+pub fn read_facenet_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(|e| e.to_ascii_lowercase());
+    let all = if ext.as_deref() == Some("safetensors") {
+        candle_core::safetensors::load(path, &Device::Cpu)
+            .map_err(|e| Error::weights(path, format!("not a readable safetensors file: {e}")))?
+    } else {
+        load_pth_tensors(path)?
+    };
+    all.into_iter()
+        .filter(|(k, _)| !is_ignored_key(k))
+        .map(|(k, t)| Ok((k, t.to_dtype(DType::F32)?)))
+        .collect()
+}
+
+/// Reads a facenet-pytorch InceptionResnetV1 checkpoint: its tensors (see
+/// [`read_facenet_tensors`]) and the config candle-face gives it, with the architecture inferred
+/// from the tensor shapes and every tensor checked (the first that does not fit is named).
+pub fn read_facenet_checkpoint(path: &Path) -> Result<(ModelConfig, HashMap<String, Tensor>)> {
+    let tensors = read_facenet_tensors(path)?;
+    let specs = tensors
+        .iter()
+        .map(|(k, t)| (k.clone(), (t.dims().to_vec(), t.dtype())))
+        .collect();
+    let arch = infer_config(&specs, path)?;
+    check_tensors(&arch, &specs, path)?;
+    Ok((facenet_model_config(arch), tensors))
+}
+
+/// Loads a facenet-pytorch InceptionResnetV1 checkpoint (`.pt`/`.pth`/`.safetensors`): infers
+/// its configuration from the tensor shapes, checks every tensor (naming the first that does
+/// not fit), and builds the network on `device`.
+pub fn load_facenet_checkpoint(
+    path: &Path,
+    device: &Device,
+) -> Result<(ModelConfig, EmbeddingNet)> {
+    if !path.is_file() {
+        return Err(Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "checkpoint not found"),
+        ));
+    }
+    let (cfg, tensors) = read_facenet_checkpoint(path)?;
+    let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+    let net = EmbeddingNet::new(&cfg.architecture, vb).map_err(|e| Error::weights(path, e))?;
+    Ok((cfg, net))
+}
+
+/// Converts a facenet-pytorch InceptionResnetV1 checkpoint into a candle-face model folder
+/// `out` (`config.json` with facenet-pytorch's preprocessing, `model.safetensors` without the
+/// classifier head), written atomically. Returns the config written.
+pub fn convert_facenet_checkpoint(src: &Path, out: &Path) -> Result<ModelConfig> {
+    let (cfg, tensors) = read_facenet_checkpoint(src)?;
+    write_model_folder(out, &cfg, &tensors)?;
+    Ok(cfg)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::fill::fill_state_dict;
 
-    /// A facenet-pytorch-style state dict for `cfg`, filled by name, plus the keys the model
-    /// ignores (`num_batches_tracked`, a `logits` head).
+    /// A facenet-pytorch-style state dict for `cfg` (zeros: only names, shapes and dtypes
+    /// matter here), plus the keys the model ignores (`num_batches_tracked`, a `logits` head).
     fn state_dict(cfg: &InceptionResnetV1Config) -> HashMap<String, Tensor> {
         let specs = expected_tensors(cfg).unwrap();
-        let mut t = fill_state_dict(&specs, &Device::Cpu).unwrap();
+        let zeros = |s: &Vec<usize>| Tensor::zeros(s.as_slice(), DType::F32, &Device::Cpu);
+        let mut t: HashMap<String, Tensor> = specs
+            .iter()
+            .map(|(n, s)| (n.clone(), zeros(s).unwrap()))
+            .collect();
         t.insert(
             "conv2d_1a.bn.num_batches_tracked".into(),
             Tensor::new(0i64, &Device::Cpu).unwrap(),
@@ -429,5 +510,16 @@ mod tests {
         .unwrap();
         let m = load_pth_tensors(&p).unwrap_err().to_string();
         assert!(m.contains("old.pt") && m.contains("legacy"), "{m}");
+    }
+
+    #[test]
+    fn a_text_file_named_pth_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let pth = dir.path().join("w.pth");
+        std::fs::write(&pth, b"not a checkpoint").unwrap();
+        let err = load_facenet_checkpoint(&pth, &Device::Cpu)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("w.pth"), "{err}");
     }
 }

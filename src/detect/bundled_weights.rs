@@ -2,7 +2,7 @@
 //!
 //! `models/mtcnn/{pnet,rnet,onet}.safetensors` are facenet-pytorch 2.6.0's `data/{p,r,o}net.pt`
 //! (MIT licence, © Timothy Esler; the networks of Zhang et al., 2016) converted with
-//! [`super::convert_mtcnn_pt`], tensors unchanged. About 2 MB in all.
+//! [`crate::convert::convert_mtcnn_pt`], tensors unchanged. About 2 MB in all.
 
 use super::mtcnn::{Mtcnn, MtcnnConfig};
 use super::shape_predictor::ShapePredictor;

@@ -8,8 +8,9 @@
 use crate::model::config::{ModelConfig, CONFIG_FILE};
 use crate::model::EmbeddingNet;
 use crate::{Error, Result};
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
+use std::collections::HashMap;
 use std::path::Path;
 
 /// Writes `cfg` and the variables of `varmap` as a model folder in `dir` (created if needed).
@@ -17,10 +18,8 @@ use std::path::Path;
 /// Only model parameters and BatchNorm running statistics should be in `varmap`: the weights file
 /// holds no optimizer state.
 pub fn save_model(dir: &Path, cfg: &ModelConfig, varmap: &VarMap) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let weights = dir.join(&cfg.weights);
     // Training-only parameters (the identity classifier) are not part of the model.
-    let tensors: std::collections::HashMap<String, candle_core::Tensor> = {
+    let tensors: HashMap<String, Tensor> = {
         let data = varmap
             .data()
             .lock()
@@ -30,8 +29,20 @@ pub fn save_model(dir: &Path, cfg: &ModelConfig, varmap: &VarMap) -> Result<()> 
             .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
             .collect()
     };
+    write_model_folder(dir, cfg, &tensors)
+}
+
+/// Writes `tensors` under the weights name of `cfg`, then `cfg` itself, as the model folder
+/// `dir` (created if needed), each file atomically.
+pub fn write_model_folder(
+    dir: &Path,
+    cfg: &ModelConfig,
+    tensors: &HashMap<String, Tensor>,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let weights = dir.join(&cfg.weights);
     crate::fsutil::write_atomic_with(&weights, |tmp| {
-        candle_core::safetensors::save(&tensors, tmp)
+        candle_core::safetensors::save(tensors, tmp)
             .map_err(|e| Error::weights(tmp, format!("cannot write: {e}")))
     })?;
     cfg.save(dir)

@@ -1,7 +1,7 @@
-//! Closed-form, language-independent parameter fill for parity tests and benchmarks.
+//! Closed-form, language-independent parameter fill for parity tests and benchmarks (the
+//! integration tests include this file too).
 //!
-//! A port of `shared/reference/fill.py`: every value comes from SplitMix64 seeded by the
-//! FNV-1a hash of the tensor's name, so PyTorch and candle fill the same network with the same
+//! Every value comes from SplitMix64 seeded by the FNV-1a hash of the tensor's name, so PyTorch and candle fill the same network with the same
 //! weights from the names alone, in any order, with integer arithmetic.
 //!
 //! ```text
@@ -95,60 +95,4 @@ pub fn fill_state_dict(
         );
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Self-check values from `shared/fixtures/README.md` and `fill.py`.
-    #[test]
-    fn self_check_values() {
-        assert_eq!(fnv1a64(""), 0xCBF2_9CE4_8422_2325);
-        assert_eq!(fnv1a64("conv2d_1a.conv.weight"), 0xd94f_a0b8_04c5_5802);
-        let u = uniform("conv2d_1a.conv.weight", 4);
-        let expected = [
-            0.5744440641131154,
-            0.18915816211554215,
-            0.07840557624201216,
-            0.8186457275440584,
-        ];
-        assert_eq!(u, expected);
-    }
-
-    #[test]
-    fn rules_by_name_and_rank() {
-        let u = uniform("conv2d_1a.conv.weight", 4);
-        let w = fill_tensor("conv2d_1a.conv.weight", &[2, 2], false);
-        let a = (6.0f64 / 2.0).sqrt();
-        for (w, u) in w.iter().zip(&u) {
-            assert_eq!(*w, ((2.0 * u - 1.0) * a) as f32);
-        }
-        let specs = vec![
-            ("bn.weight".to_string(), vec![3]),
-            ("bn.bias".to_string(), vec![3]),
-            ("bn.running_mean".to_string(), vec![3]),
-            ("bn.running_var".to_string(), vec![3]),
-            ("lin.bias".to_string(), vec![3]),
-            ("prelu.weight".to_string(), vec![3]),
-        ];
-        let t = fill_state_dict(&specs, &Device::Cpu).unwrap();
-        let get = |n: &str| t[n].to_vec1::<f32>().unwrap();
-        let s = |n: &str| {
-            uniform(n, 3)
-                .into_iter()
-                .map(|u| 2.0 * u - 1.0)
-                .collect::<Vec<f64>>()
-        };
-        let check = |n: &str, f: &dyn Fn(f64) -> f64| {
-            let want: Vec<f32> = s(n).into_iter().map(|s| f(s) as f32).collect();
-            assert_eq!(get(n), want, "{n}");
-        };
-        check("bn.weight", &|s| 1.0 + 0.2 * s);
-        check("bn.bias", &|s| 0.2 * s);
-        check("bn.running_mean", &|s| 0.1 * s);
-        check("bn.running_var", &|s| 1.0 + 0.5 * s);
-        check("lin.bias", &|s| 0.1 * s);
-        check("prelu.weight", &|s| 0.25 + 0.05 * s);
-    }
 }
