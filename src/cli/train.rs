@@ -3,7 +3,8 @@
 use anyhow::{bail, Result};
 use candle_face::data::augment::Augment;
 use candle_face::data::preprocess::Preprocess;
-use candle_face::loss::{Distance, Mining, TripletLoss};
+use candle_face::distance::Distance;
+use candle_face::loss::{Mining, TripletLoss, TripletTerm};
 use candle_face::model::{Architecture, Blocks, CompactCnnConfig, Head};
 use candle_face::train::{train, Duration, NanPolicy, TrainEvent, TrainOptions};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -274,11 +275,19 @@ impl TrainArgs {
             }
         };
         o.augment.validate()?;
+        // The margin is checked even with --soft-margin, which does not use it.
+        let hinge = TripletTerm::Hinge {
+            margin: self.margin,
+        };
+        hinge.validate()?;
         o.loss = TripletLoss {
             mining: self.loss,
-            margin: self.margin,
+            term: if self.soft_margin {
+                TripletTerm::SoftPlus
+            } else {
+                hinge
+            },
             distance: self.distance,
-            soft: self.soft_margin,
         };
         o.people_per_batch = self.people;
         o.images_per_person = self.images_per_person;

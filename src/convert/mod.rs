@@ -13,7 +13,7 @@ pub use dlib_resnet::{parse_dlib_resnet, DlibResNetFile};
 
 use crate::data::preprocess::Preprocess;
 use crate::detect::FaceCrop;
-use crate::loss::Distance;
+use crate::distance::Distance;
 use crate::model::{Architecture, ModelConfig};
 use crate::{Error, Result};
 use candle_core::{Device, Tensor};

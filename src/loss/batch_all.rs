@@ -6,13 +6,12 @@
 //! `sum / (num_positive + 1e-16)`. The soft variant averages `softplus(d(a,p) − d(a,n))` over all
 //! valid triplets.
 //!
-//! Two implementations with the same value and gradient:
-//! - [`batch_all_naive`] materialises the (B, B, B) triplet tensor with candle ops (B³ memory; a
-//!   reference for tests and the benchmark);
-//! - [`batch_all_chunked`] is a [`CustomOp1`] on the (B, B) distance matrix that loops over the
-//!   triplets anchor by anchor (rows processed in parallel chunks with rayon), and whose backward
-//!   returns `dLoss/dDist` directly. Peak memory is O(B²); the number of positive triplets is a
-//!   constant in the backward, as autograd treats it in the naive formulation.
+//! [`batch_all_chunked`] is a [`CustomOp1`] on the (B, B) distance matrix that loops over the
+//! triplets anchor by anchor (rows processed in parallel chunks with rayon), and whose backward
+//! returns `dLoss/dDist` directly. Peak memory is O(B²); the number of positive triplets is a
+//! constant in the backward, as autograd treats it in the naive formulation that materialises the
+//! (B, B, B) triplet tensor (kept beside the tests, `tests/support/batch_all_naive.rs`, as the
+//! independent check of this one).
 
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
@@ -20,7 +19,8 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::mask::{triplet_mask, LabelSets};
+use super::mask::LabelSets;
+use super::term::{sigmoid, softplus, TripletTerm};
 use crate::{Error, Result};
 
 /// Default number of anchors processed per chunk by [`batch_all_chunked`].
@@ -28,18 +28,6 @@ pub const DEFAULT_CHUNK: usize = 32;
 
 /// Triplets whose hinge term is at most this are not counted as positive (omoindrot's threshold).
 const POSITIVE_EPS: f64 = 1e-16;
-
-/// The per-triplet term `f(d(a,p) − d(a,n))` that a triplet loss averages.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum TripletTerm {
-    /// `relu(x + margin)`, averaged over the triplets where it is positive.
-    Hinge {
-        /// The margin `m`.
-        margin: f32,
-    },
-    /// `softplus(x)` (Hermans 2017's soft margin), averaged over all valid triplets.
-    SoftPlus,
-}
 
 /// Counts from one pass of batch-all over a batch.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -76,24 +64,6 @@ impl BatchAllScan {
         } else {
             self.sum / self.denominator(term)
         }
-    }
-}
-
-/// PyTorch's `softplus` (threshold 20: above it, the identity).
-fn softplus(x: f64) -> f64 {
-    if x > 20.0 {
-        x
-    } else {
-        x.exp().ln_1p()
-    }
-}
-
-/// The logistic function, `softplus'`.
-fn sigmoid(x: f64) -> f64 {
-    if x > 20.0 {
-        1.0
-    } else {
-        1.0 / (1.0 + (-x).exp())
     }
 }
 
@@ -335,55 +305,4 @@ pub fn batch_all_chunked(
         .and_then(|s| *s)
         .ok_or_else(|| Error::Msg("batch-all: the forward pass recorded no counts".into()))?;
     Ok((loss, scan))
-}
-
-/// Batch-all triplet loss materialising the (B, B, B) tensor `d[a,p] − d[a,n] (+ m)` with candle
-/// ops, exactly as the PyTorch reference does. O(B³) memory: for tests and benchmarks.
-///
-/// Returns the scalar loss and the triplet counts (`sum` is the sum of the terms).
-pub fn batch_all_naive(
-    dist: &Tensor,
-    labels: &Tensor,
-    term: TripletTerm,
-) -> Result<(Tensor, BatchAllScan)> {
-    let valid = triplet_mask(labels)?.to_dtype(dist.dtype())?;
-    let b = valid.dim(0)?;
-    if dist.dims() != [b, b] {
-        return Err(Error::InvalidArgument(format!(
-            "batch-all: distance matrix must be ({b}, {b}), got {:?}",
-            dist.dims()
-        )));
-    }
-    let diff = dist.unsqueeze(2)?.broadcast_sub(&dist.unsqueeze(1)?)?;
-    let num_valid = valid.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()? as usize;
-    match term {
-        TripletTerm::Hinge { margin } => {
-            let t = ((diff + f64::from(margin))? * &valid)?;
-            let t = (&t * t.gt(0.0)?.to_dtype(t.dtype())?)?;
-            let pos = t.gt(POSITIVE_EPS)?.to_dtype(t.dtype())?.sum_all()?;
-            let sum = t.sum_all()?;
-            let loss = sum.div(&(&pos + POSITIVE_EPS)?)?;
-            let scan = BatchAllScan {
-                sum: sum.to_dtype(DType::F64)?.to_scalar()?,
-                active: pos.to_dtype(DType::F64)?.to_scalar::<f64>()? as usize,
-                valid: num_valid,
-            };
-            Ok((loss, scan))
-        }
-        TripletTerm::SoftPlus => {
-            let sp = super::triplet::softplus_tensor(&diff)?;
-            let sum = (sp * &valid)?.sum_all()?;
-            let active = (diff.gt(0.0)?.to_dtype(valid.dtype())? * &valid)?
-                .sum_all()?
-                .to_dtype(DType::F64)?
-                .to_scalar::<f64>()? as usize;
-            let loss = (&sum / (num_valid.max(1) as f64))?;
-            let scan = BatchAllScan {
-                sum: sum.to_dtype(DType::F64)?.to_scalar()?,
-                active,
-                valid: num_valid,
-            };
-            Ok((loss, scan))
-        }
-    }
 }

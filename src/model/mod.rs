@@ -45,6 +45,18 @@ impl EmbeddingNet {
             }
         })
     }
+
+    /// Embeddings of a preprocessed (N, 3, H, W) batch in evaluation mode. With `flip_tta` the
+    /// embedding of the horizontally flipped batch is added and the sum renormalised. The one
+    /// embedding path of inference and of validation during training.
+    pub fn embed(&self, x: &Tensor, flip_tta: bool) -> Result<Tensor> {
+        let e = self.forward_t(x, false)?;
+        if !flip_tta {
+            return Ok(e);
+        }
+        let flipped = self.forward_t(&x.flip(&[3])?, false)?;
+        Ok(crate::distance::l2_normalize(&(e + flipped)?)?)
+    }
 }
 
 impl ModuleT for EmbeddingNet {

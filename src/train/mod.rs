@@ -859,10 +859,7 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
         };
         let emb = net.forward_t(&batch.images, true)?;
         let loss_fn = match opts.mining_switch {
-            Some((at, mining)) if state.step >= at => TripletLoss {
-                mining,
-                ..opts.loss
-            },
+            Some((at, mining)) if state.step >= at => opts.loss.with_mining(mining),
             _ => opts.loss,
         };
         let mut out_loss = loss_fn.forward(&emb, &batch.labels)?;
@@ -1031,7 +1028,7 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
         calibrated_on_train: calibrate_on_train,
         steps: state.step,
         epochs: state.step as f64 / steps_per_epoch as f64,
-        loss: describe_loss(&opts.loss),
+        loss: opts.loss.describe(),
         val_accuracy_before: state.val_accuracy_before,
         val_accuracy: final_val.map(|r| r.accuracy),
         val_auc: final_val.map(|r| r.auc),
@@ -1053,15 +1050,6 @@ pub fn train(opts: &TrainOptions, on_event: &mut dyn FnMut(TrainEvent)) -> Resul
         config: cfg,
         steps: state.step,
     })
-}
-
-/// The loss configuration as text, e.g. `batch-hard, margin 0.2, euclidean`.
-pub fn describe_loss(l: &TripletLoss) -> String {
-    if l.soft {
-        format!("{}, soft margin, {}", l.mining, l.distance)
-    } else {
-        format!("{}, margin {}, {}", l.mining, l.margin, l.distance)
-    }
 }
 
 fn build_cache(

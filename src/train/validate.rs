@@ -3,11 +3,11 @@
 
 use crate::data::loader::{eval_tensor, ImageCache};
 use crate::data::preprocess::Preprocess;
+use crate::distance::Distance;
 use crate::infer::embedding_distance;
-use crate::loss::Distance;
 use crate::model::EmbeddingNet;
 use crate::Result;
-use candle_core::{Device, ModuleT, Tensor};
+use candle_core::Device;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeSet, HashMap};
 
@@ -111,12 +111,7 @@ pub fn pair_distances(
     let mut rows: Vec<Vec<f32>> = Vec::with_capacity(pairs.items.len());
     for chunk in pairs.items.chunks(batch.max(1)) {
         let x = eval_tensor(cache, pre, chunk, device)?;
-        let mut e = net.forward_t(&x, false)?;
-        if pre.flip_tta {
-            let ef = net.forward_t(&x.flip(&[3])?, false)?;
-            e = crate::model::layers::l2_normalize(&(e + ef)?)?;
-        }
-        let e: Tensor = e.to_device(&Device::Cpu)?;
+        let e = net.embed(&x, pre.flip_tta)?.to_device(&Device::Cpu)?;
         rows.extend(e.to_vec2::<f32>()?);
     }
     Ok(pairs
