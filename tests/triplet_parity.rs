@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_face::distance::{pairwise_distance, Distance};
 use candle_face::loss::{
-    batch_all_chunked, batch_all_loss, batch_hard_loss, labels_to_vec, offline_triplet_loss,
-    semi_hard_loss, BatchHardReduction, LossOutput, Mining, TripletLoss, TripletTerm,
+    batch_all_chunked, batch_hard_loss, labels_to_vec, offline_triplet_loss, BatchHardReduction,
+    LossOutput, Mining, TripletLoss, TripletTerm,
 };
 
 #[path = "support/batch_all_naive.rs"]
@@ -120,7 +120,12 @@ fn every_fixture_entry_matches_pytorch() {
             ] {
                 let key = format!("{batch}.m{margin}.{dname}");
                 let hinge = TripletTerm::Hinge { margin };
-                let (v, g, out) = run(e, |x| batch_all_loss(x, y, hinge, dist));
+                let loss = |mining| TripletLoss {
+                    mining,
+                    term: hinge,
+                    distance: dist,
+                };
+                let (v, g, out) = run(e, |x| loss(Mining::BatchAll).forward(x, y));
                 check(&format!("{key}.batch_all"), &fx, v, &g, &mut failures);
                 let frac = scalar(&fx[&format!("{key}.fraction_positive")]);
                 if !close(f64::from(out.stats.active_fraction), frac) {
@@ -147,25 +152,26 @@ fn every_fixture_entry_matches_pytorch() {
                     &g,
                     &mut failures,
                 );
-                let (v, g, _) = run(e, |x| semi_hard_loss(x, y, hinge, dist));
+                let (v, g, _) = run(e, |x| loss(Mining::SemiHard).forward(x, y));
                 check(&format!("{key}.semi_hard"), &fx, v, &g, &mut failures);
                 let soft = TripletTerm::SoftPlus;
                 let (v, g, _) = run(e, |x| batch_hard_loss(x, y, soft, dist, valid));
                 check(&format!("{key}.soft_batch_hard"), &fx, v, &g, &mut failures);
-                // TripletLoss::forward dispatches to the same functions.
-                for (mining, name) in [
-                    (Mining::BatchAll, "batch_all"),
-                    (Mining::BatchHard, "batch_hard_valid"),
-                    (Mining::SemiHard, "semi_hard"),
-                ] {
-                    let cfg = TripletLoss {
-                        mining,
-                        term: hinge,
-                        distance: dist,
-                    };
-                    let (v, g, _) = run(e, |x| cfg.forward(x, y));
-                    check(&format!("{key}.{name}"), &fx, v, &g, &mut failures);
-                }
+                // TripletLoss::forward's batch-hard averages over valid anchors.
+                let (v, g, _) = run(e, |x| loss(Mining::BatchHard).forward(x, y));
+                check(
+                    &format!("{key}.batch_hard_valid"),
+                    &fx,
+                    v,
+                    &g,
+                    &mut failures,
+                );
+                let soft_cfg = TripletLoss {
+                    term: soft,
+                    ..loss(Mining::BatchHard)
+                };
+                let (v, g, _) = run(e, |x| soft_cfg.forward(x, y));
+                check(&format!("{key}.soft_batch_hard"), &fx, v, &g, &mut failures);
                 checked += 1;
             }
         }

@@ -21,7 +21,4 @@ pub use cosface::{cosface_loss, IdLoss};
 pub use mask::{anchor_negative_mask, anchor_positive_mask, labels_to_vec, triplet_mask};
 pub use mining::{BatchHardReduction, Mining};
 pub use term::{softplus_tensor, TripletTerm};
-pub use triplet::{
-    batch_all_loss, batch_hard_loss, offline_triplet_loss, semi_hard_loss, LossOutput, TripletLoss,
-    TripletStats,
-};
+pub use triplet::{batch_hard_loss, offline_triplet_loss, LossOutput, TripletLoss, TripletStats};

@@ -72,21 +72,21 @@ impl TripletLoss {
 
     /// The loss of a batch of embeddings (B, D) with integer labels (B,), as configured.
     ///
-    /// Batch-hard averages over valid anchors ([`BatchHardReduction::ValidAnchors`]); batch-all
-    /// runs the chunked O(B²)-memory implementation.
+    /// Batch-all runs the chunked O(B²)-memory implementation ([`super::batch_all`]) and averages
+    /// over the positive triplets (hinge) or all valid ones (soft margin); batch-hard averages
+    /// over valid anchors ([`BatchHardReduction::ValidAnchors`]); semi-hard (TensorFlow Addons'
+    /// `triplet_semihard_loss`) divides the sum of its terms by the number of (anchor, positive)
+    /// pairs.
     pub fn forward(&self, embeddings: &Tensor, labels: &Tensor) -> Result<LossOutput> {
         self.validate()?;
-        let (term, distance) = (self.term, self.distance);
+        let p = Prepared::new(embeddings, labels, self.distance)?;
         match self.mining {
-            Mining::BatchAll => batch_all_loss(embeddings, labels, term, distance),
-            Mining::BatchHard => batch_hard_loss(
-                embeddings,
-                labels,
-                term,
-                distance,
-                BatchHardReduction::ValidAnchors,
-            ),
-            Mining::SemiHard => semi_hard_loss(embeddings, labels, term, distance),
+            Mining::BatchAll => batch_all(embeddings, &p, self.term),
+            Mining::BatchHard => {
+                let mined = mine_batch_hard(&p, BatchHardReduction::ValidAnchors);
+                reduce_mined(embeddings, &p, &mined, self.term)
+            }
+            Mining::SemiHard => reduce_mined(embeddings, &p, &mine_semi_hard(&p), self.term),
         }
     }
 
@@ -168,14 +168,8 @@ fn reduce_mined(
 /// Batch-all triplet loss over every valid triplet (chunked, O(B²) memory; see
 /// [`super::batch_all`]). Hinge: mean over positive triplets (Moindrot's reduction); soft margin:
 /// mean over all valid triplets.
-pub fn batch_all_loss(
-    embeddings: &Tensor,
-    labels: &Tensor,
-    term: TripletTerm,
-    distance: Distance,
-) -> Result<LossOutput> {
-    let p = Prepared::new(embeddings, labels, distance)?;
-    let mut stats = base_stats(&p);
+fn batch_all(embeddings: &Tensor, p: &Prepared, term: TripletTerm) -> Result<LossOutput> {
+    let mut stats = base_stats(p);
     if stats.no_valid_triplets {
         return Ok(LossOutput {
             loss: zero_loss(embeddings)?,
@@ -188,10 +182,9 @@ pub fn batch_all_loss(
     Ok(LossOutput { loss, stats })
 }
 
-/// Batch-hard triplet loss: for each anchor of `reduction`, the farthest positive and the
-/// closest negative; the mean of the terms over those anchors. With the hinge and
-/// [`BatchHardReduction::AllAnchors`] this is Moindrot's `batch_hard_triplet_loss`; with the soft
-/// margin and valid anchors, Hermans 2017's soft-margin batch-hard.
+/// Batch-hard triplet loss averaged over the anchors of `reduction`: for each, the farthest
+/// positive and the closest negative. [`TripletLoss::forward`] averages over valid anchors; with
+/// the hinge and [`BatchHardReduction::AllAnchors`] this is Moindrot's `batch_hard_triplet_loss`.
 pub fn batch_hard_loss(
     embeddings: &Tensor,
     labels: &Tensor,
@@ -199,21 +192,9 @@ pub fn batch_hard_loss(
     distance: Distance,
     reduction: BatchHardReduction,
 ) -> Result<LossOutput> {
+    term.validate()?;
     let p = Prepared::new(embeddings, labels, distance)?;
     reduce_mined(embeddings, &p, &mine_batch_hard(&p, reduction), term)
-}
-
-/// Semi-hard triplet loss (TensorFlow Addons `triplet_semihard_loss`): the terms of the
-/// semi-hard triplets summed and divided by the number of (a, p) pairs (pairs without any
-/// negative count but contribute nothing).
-pub fn semi_hard_loss(
-    embeddings: &Tensor,
-    labels: &Tensor,
-    term: TripletTerm,
-    distance: Distance,
-) -> Result<LossOutput> {
-    let p = Prepared::new(embeddings, labels, distance)?;
-    reduce_mined(embeddings, &p, &mine_semi_hard(&p), term)
 }
 
 /// Offline triplet loss on given triplets (FaceNet; Keras formulation): the mean over rows of

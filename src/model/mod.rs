@@ -21,6 +21,10 @@ use crate::Result;
 use candle_core::{ModuleT, Tensor};
 use candle_nn::VarBuilder;
 
+/// Name prefix of parameters that exist only for training (the identity classifier trained
+/// beside the triplet loss): kept in checkpoints, left out of the model folder and of `--init`.
+pub const TRAINING_ONLY_PREFIX: &str = "training_only.";
+
 /// Any embedding network candle-face knows, built from an [`Architecture`].
 #[derive(Debug, Clone)]
 pub enum EmbeddingNet {
