@@ -88,56 +88,82 @@ fn scan_rows<T: Copy + Into<f64>>(
         let mut g_row = grad.as_deref_mut().map(|g| &mut g[ri * b..(ri + 1) * b]);
         acc.valid += sets.positives[a].len() * negs.len();
         for &p in &sets.positives[a] {
-            let dap: f64 = row[p].into();
+            let pair = Pair {
+                p,
+                dap: row[p].into(),
+                negs,
+                neg_d: &neg_d,
+            };
             match term {
-                TripletTerm::Hinge { margin } => {
-                    let base = dap + f64::from(margin);
-                    let mut sum = 0.0;
-                    let mut count = 0usize;
-                    let mut pos = 0usize;
-                    for (k, &dan) in neg_d.iter().enumerate() {
-                        let t = base - dan;
-                        if t > 0.0 {
-                            sum += t;
-                            pos += 1;
-                            if let Some(g) = g_row.as_deref_mut() {
-                                g[negs[k]] -= 1.0;
-                            }
-                            if t > POSITIVE_EPS {
-                                count += 1;
-                            }
-                        }
-                    }
-                    if let Some(g) = g_row.as_deref_mut() {
-                        g[p] += pos as f64;
-                    }
-                    acc.sum += sum;
-                    acc.active += count;
-                }
-                TripletTerm::SoftPlus => {
-                    let mut sum = 0.0;
-                    let mut gp = 0.0;
-                    for (k, &dan) in neg_d.iter().enumerate() {
-                        let x = dap - dan;
-                        sum += softplus(x);
-                        if x > 0.0 {
-                            acc.active += 1;
-                        }
-                        if let Some(g) = g_row.as_deref_mut() {
-                            let s = sigmoid(x);
-                            g[negs[k]] -= s;
-                            gp += s;
-                        }
-                    }
-                    if let Some(g) = g_row.as_deref_mut() {
-                        g[p] += gp;
-                    }
-                    acc.sum += sum;
-                }
+                TripletTerm::Hinge { margin } => pair.hinge(margin, g_row.as_deref_mut(), &mut acc),
+                TripletTerm::SoftPlus => pair.soft_plus(g_row.as_deref_mut(), &mut acc),
             }
         }
     }
     acc
+}
+
+/// One (anchor, positive) pair and the anchor's negatives.
+struct Pair<'a> {
+    /// The positive.
+    p: usize,
+    /// `d(a, p)`.
+    dap: f64,
+    /// The negatives.
+    negs: &'a [usize],
+    /// `d(a, n)` for each negative.
+    neg_d: &'a [f64],
+}
+
+impl Pair<'_> {
+    /// Adds the pair's hinge terms to `acc` and, with `g` (the anchor's gradient row), their
+    /// gradient.
+    fn hinge(&self, margin: f32, mut g: Option<&mut [f64]>, acc: &mut BatchAllScan) {
+        let base = self.dap + f64::from(margin);
+        let mut sum = 0.0;
+        let mut count = 0usize;
+        let mut pos = 0usize;
+        for (k, &dan) in self.neg_d.iter().enumerate() {
+            let t = base - dan;
+            if t > 0.0 {
+                sum += t;
+                pos += 1;
+                if let Some(g) = g.as_deref_mut() {
+                    g[self.negs[k]] -= 1.0;
+                }
+                if t > POSITIVE_EPS {
+                    count += 1;
+                }
+            }
+        }
+        if let Some(g) = g {
+            g[self.p] += pos as f64;
+        }
+        acc.sum += sum;
+        acc.active += count;
+    }
+
+    /// Adds the pair's soft-plus terms to `acc` and, with `g`, their gradient.
+    fn soft_plus(&self, mut g: Option<&mut [f64]>, acc: &mut BatchAllScan) {
+        let mut sum = 0.0;
+        let mut gp = 0.0;
+        for (k, &dan) in self.neg_d.iter().enumerate() {
+            let x = self.dap - dan;
+            sum += softplus(x);
+            if x > 0.0 {
+                acc.active += 1;
+            }
+            if let Some(g) = g.as_deref_mut() {
+                let s = sigmoid(x);
+                g[self.negs[k]] -= s;
+                gp += s;
+            }
+        }
+        if let Some(g) = g {
+            g[self.p] += gp;
+        }
+        acc.sum += sum;
+    }
 }
 
 /// Scans all anchors in parallel chunks of `chunk` rows.

@@ -7,6 +7,7 @@ use super::events::TrainEvent;
 use super::options::TrainOptions;
 use super::validate::ValPairs;
 use crate::data::augment::Augment;
+use crate::data::folder::Split;
 use crate::data::loader::ImageCache;
 use crate::data::preprocess::Preprocess;
 use crate::data::ImageFolder;
@@ -45,68 +46,27 @@ impl TrainData {
         let split = folder.split(opts.val_fraction, opts.seed);
         let mut notes: Vec<String> = split.note.iter().cloned().collect();
         notes.extend(option_notes(opts));
-        let mut caching = |done: usize, total: usize| on_event(TrainEvent::Caching { done, total });
-        let train_cache = build_cache(&split.train, &opts.preprocess, &mut caching)?;
-        let val_cache = if split.val.people.is_empty() {
-            None
-        } else {
-            Some(build_cache(&split.val, &opts.preprocess, &mut caching)?)
-        };
-        let failures = train_cache
-            .failures()
-            .iter()
-            .chain(val_cache.iter().flat_map(|c| c.failures().iter()));
-        let mut bad = 0;
-        for (path, reason) in failures {
-            bad += 1;
-            on_event(TrainEvent::Skipped {
-                path: path.clone(),
-                reason: reason.clone(),
-            });
-        }
+        let (train_cache, val_cache) = build_caches(&split, &opts.preprocess, on_event)?;
+        let bad =
+            train_cache.failures().len() + val_cache.as_ref().map_or(0, |c| c.failures().len());
         if bad > 0 {
             notes.push(format!(
                 "skipped {bad} of {} files that could not be decoded",
                 folder.num_images()
             ));
         }
-        let (val_pairs, calibrate_on_train) = match &val_cache {
-            Some(c) => {
-                let p =
-                    ValPairs::generate(&c.images_per_person(), opts.val_pairs, opts.seed ^ 0x5eed);
-                if p.usable() {
-                    (p, false)
-                } else {
-                    (ValPairs::default(), true)
-                }
-            }
-            None => (ValPairs::default(), true),
-        };
-        let train_pairs = if calibrate_on_train {
-            if split.note.is_none() {
-                notes.push(
-                    "too few validation people with two or more images: the threshold is calibrated on training pairs (optimistic)".into(),
-                );
-            }
-            ValPairs::generate(
-                &train_cache.images_per_person(),
-                opts.val_pairs,
-                opts.seed ^ 0x7a1,
-            )
-        } else {
-            ValPairs::default()
-        };
-        let data = Self {
+        let mut data = Self {
             train_images: train_cache.images_per_person().iter().sum(),
             train_people: train_cache.num_people(),
             val_people: val_cache.as_ref().map_or(0, |c| c.num_people()),
             train_cache: Arc::new(train_cache),
             val_cache,
-            val_pairs,
-            train_pairs,
-            calibrate_on_train,
+            val_pairs: ValPairs::default(),
+            train_pairs: ValPairs::default(),
+            calibrate_on_train: true,
             notes,
         };
+        data.draw_pairs(opts, split.note.is_none());
         on_event(TrainEvent::Dataset {
             summary: folder.summary(),
             train_people: data.train_people,
@@ -116,6 +76,29 @@ impl TrainData {
             notes: data.notes.clone(),
         });
         Ok(data)
+    }
+
+    /// Draws the validation pairs, or, when they are not usable, training pairs to calibrate
+    /// the threshold on (with a note unless the split already explained why).
+    fn draw_pairs(&mut self, opts: &TrainOptions, explain: bool) {
+        if let Some(c) = &self.val_cache {
+            let p = ValPairs::generate(&c.images_per_person(), opts.val_pairs, opts.seed ^ 0x5eed);
+            if p.usable() {
+                self.val_pairs = p;
+                self.calibrate_on_train = false;
+                return;
+            }
+        }
+        if explain {
+            self.notes.push(
+                "too few validation people with two or more images: the threshold is calibrated on training pairs (optimistic)".into(),
+            );
+        }
+        self.train_pairs = ValPairs::generate(
+            &self.train_cache.images_per_person(),
+            opts.val_pairs,
+            opts.seed ^ 0x7a1,
+        );
     }
 
     /// The images and pairs that validation scores and the threshold is calibrated on: the
@@ -167,6 +150,33 @@ fn option_notes(opts: &TrainOptions) -> Vec<String> {
         ));
     }
     notes
+}
+
+/// Decodes the training and (when anyone is held out) validation images, reporting progress
+/// and each file that could not be used.
+fn build_caches(
+    split: &Split,
+    pre: &Preprocess,
+    on_event: &mut dyn FnMut(TrainEvent),
+) -> Result<(ImageCache, Option<ImageCache>)> {
+    let mut caching = |done: usize, total: usize| on_event(TrainEvent::Caching { done, total });
+    let train_cache = build_cache(&split.train, pre, &mut caching)?;
+    let val_cache = if split.val.people.is_empty() {
+        None
+    } else {
+        Some(build_cache(&split.val, pre, &mut caching)?)
+    };
+    for (path, reason) in train_cache
+        .failures()
+        .iter()
+        .chain(val_cache.iter().flat_map(|c| c.failures().iter()))
+    {
+        on_event(TrainEvent::Skipped {
+            path: path.clone(),
+            reason: reason.clone(),
+        });
+    }
+    Ok((train_cache, val_cache))
 }
 
 /// Decodes the images of `folder` into a cache, reporting progress as (done, total).
