@@ -95,7 +95,7 @@ pub enum TrainEvent {
     },
 }
 
-/// The result of [`train`].
+/// The result of [`crate::train::train`].
 #[derive(Debug, Clone)]
 pub struct TrainOutcome {
     /// The model config as written to `out/config.json`.
