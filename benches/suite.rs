@@ -20,7 +20,8 @@ use candle_face::data::augment::Augment;
 use candle_face::data::loader::{ImageCache, Loader};
 use candle_face::data::preprocess::Preprocess;
 use candle_face::data::ImageFolder;
-use candle_face::loss::{Distance, Mining, TripletLoss};
+use candle_face::distance::Distance;
+use candle_face::loss::{Mining, TripletLoss, TripletTerm};
 use candle_face::model::{Architecture, CompactCnnConfig, EmbeddingNet, InceptionResnetV1Config};
 use candle_face::train::optim::{AdamW, AdamWConfig};
 use candle_face::train::trainable_vars;
@@ -58,9 +59,8 @@ fn bench_train(name: &str, arch: &Architecture, people: usize, warmup: usize, n:
     let labels = Tensor::new(labels.as_slice(), &Device::Cpu)?;
     let loss_fn = TripletLoss {
         mining: Mining::BatchHard,
-        margin: 0.2,
+        term: TripletTerm::Hinge { margin: 0.2 },
         distance: Distance::Euclidean,
-        soft: false,
     };
     let mut opt = AdamW::new(
         trainable_vars(&vm)?,
@@ -139,9 +139,8 @@ fn bench_loss(mining: Mining, sizes: &[usize]) -> Res<()> {
         let labels = Tensor::new(labels.as_slice(), &Device::Cpu)?;
         let loss_fn = TripletLoss {
             mining,
-            margin: 0.2,
+            term: TripletTerm::Hinge { margin: 0.2 },
             distance: Distance::Euclidean,
-            soft: false,
         };
         let s = timed(1, runs(if b >= 1024 { 3 } else { 10 }), || {
             let out = loss_fn.forward(var.as_tensor(), &labels)?;

@@ -5,10 +5,12 @@
 //! when `CANDLE_FACE_BENCH_NAIVE_1024=1`.
 
 use candle_core::{Device, Tensor, Var};
-use candle_face::loss::{
-    batch_all_chunked, batch_all_naive, labels_to_vec, pairwise_distance, Distance, TripletTerm,
-    DEFAULT_CHUNK,
-};
+use candle_face::distance::{pairwise_distance, Distance};
+use candle_face::loss::{batch_all_chunked, labels_to_vec, TripletTerm, DEFAULT_CHUNK};
+
+#[path = "../tests/support/batch_all_naive.rs"]
+mod batch_all_naive;
+use batch_all_naive::batch_all_naive;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 
 const D: usize = 128;

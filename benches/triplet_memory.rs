@@ -10,10 +10,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
-use candle_face::loss::{
-    batch_all_chunked, batch_all_naive, labels_to_vec, pairwise_distance, Distance, TripletTerm,
-    DEFAULT_CHUNK,
-};
+use candle_face::distance::{pairwise_distance, Distance};
+use candle_face::loss::{batch_all_chunked, labels_to_vec, TripletTerm, DEFAULT_CHUNK};
+
+#[path = "../tests/support/batch_all_naive.rs"]
+mod batch_all_naive;
+use batch_all_naive::batch_all_naive;
 
 /// Counts live heap bytes and their peak.
 struct Counting;

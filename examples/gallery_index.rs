@@ -6,9 +6,9 @@
 //! Prints one JSON line per gallery size: build time, recall@1 (the person of the exact nearest
 //! face is the person answered) at several `nprobe`, and the mean query time of each search.
 
+use candle_face::distance::Distance;
 use candle_face::infer::ivf::{default_nlist, IvfIndex};
 use candle_face::infer::Gallery;
-use candle_face::loss::Distance;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::time::Instant;

@@ -5,7 +5,8 @@
 //! photos, load pretrained weights, and verify whether two faces belong to the same person.
 //!
 //! The library is organised like the field's vocabulary:
-//! - [`loss`]: pairwise distances, label masks and the triplet-loss family;
+//! - [`distance`]: the distance between embeddings, distance matrices, row normalisation;
+//! - [`loss`]: label masks, triplet mining and terms, the triplet-loss family;
 //! - [`convert`]: other projects' weights (facenet-pytorch checkpoints and MTCNN `.pt` files,
 //!   dlib's `.dat` files) into model folders;
 //! - [`image`](mod@image): decoding, resampling and warping images (shared by training and
@@ -24,6 +25,7 @@ pub mod convert;
 pub mod data;
 pub mod demo;
 pub mod detect;
+pub mod distance;
 pub mod error;
 pub mod eval;
 pub mod fsutil;

@@ -6,12 +6,15 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor, Var};
+use candle_face::distance::{pairwise_distance, Distance};
 use candle_face::loss::{
-    batch_all_chunked, batch_all_naive, batch_all_triplet_loss, batch_hard_triplet_loss,
-    batch_hard_triplet_loss_all_anchors, labels_to_vec, offline_triplet_loss, pairwise_distance,
-    semi_hard_triplet_loss, soft_batch_hard_triplet_loss, Distance, LossOutput, Mining,
-    TripletLoss, TripletTerm,
+    batch_all_chunked, batch_hard_loss, labels_to_vec, offline_triplet_loss, BatchHardReduction,
+    LossOutput, Mining, TripletLoss, TripletTerm,
 };
+
+#[path = "support/batch_all_naive.rs"]
+mod batch_all_naive;
+use batch_all_naive::batch_all_naive;
 
 /// The shared folder (`CANDLE_FACE_SHARED`, else `../shared`), or `None` with a message.
 fn shared_dir() -> Option<PathBuf> {
@@ -116,7 +119,13 @@ fn every_fixture_entry_matches_pytorch() {
                 ("squared", Distance::SquaredEuclidean),
             ] {
                 let key = format!("{batch}.m{margin}.{dname}");
-                let (v, g, out) = run(e, |x| batch_all_triplet_loss(x, y, margin, dist));
+                let hinge = TripletTerm::Hinge { margin };
+                let loss = |mining| TripletLoss {
+                    mining,
+                    term: hinge,
+                    distance: dist,
+                };
+                let (v, g, out) = run(e, |x| loss(Mining::BatchAll).forward(x, y));
                 check(&format!("{key}.batch_all"), &fx, v, &g, &mut failures);
                 let frac = scalar(&fx[&format!("{key}.fraction_positive")]);
                 if !close(f64::from(out.stats.active_fraction), frac) {
@@ -125,9 +134,8 @@ fn every_fixture_entry_matches_pytorch() {
                         out.stats.active_fraction
                     ));
                 }
-                let (v, g, _) = run(e, |x| {
-                    batch_hard_triplet_loss_all_anchors(x, y, margin, dist)
-                });
+                let all = BatchHardReduction::AllAnchors;
+                let (v, g, _) = run(e, |x| batch_hard_loss(x, y, hinge, dist, all));
                 check(
                     &format!("{key}.batch_hard_omoindrot"),
                     &fx,
@@ -135,7 +143,8 @@ fn every_fixture_entry_matches_pytorch() {
                     &g,
                     &mut failures,
                 );
-                let (v, g, _) = run(e, |x| batch_hard_triplet_loss(x, y, margin, dist));
+                let valid = BatchHardReduction::ValidAnchors;
+                let (v, g, _) = run(e, |x| batch_hard_loss(x, y, hinge, dist, valid));
                 check(
                     &format!("{key}.batch_hard_valid"),
                     &fx,
@@ -143,25 +152,26 @@ fn every_fixture_entry_matches_pytorch() {
                     &g,
                     &mut failures,
                 );
-                let (v, g, _) = run(e, |x| semi_hard_triplet_loss(x, y, margin, dist));
+                let (v, g, _) = run(e, |x| loss(Mining::SemiHard).forward(x, y));
                 check(&format!("{key}.semi_hard"), &fx, v, &g, &mut failures);
-                let (v, g, _) = run(e, |x| soft_batch_hard_triplet_loss(x, y, dist));
+                let soft = TripletTerm::SoftPlus;
+                let (v, g, _) = run(e, |x| batch_hard_loss(x, y, soft, dist, valid));
                 check(&format!("{key}.soft_batch_hard"), &fx, v, &g, &mut failures);
-                // TripletLoss::forward dispatches to the same functions.
-                for (mining, name) in [
-                    (Mining::BatchAll, "batch_all"),
-                    (Mining::BatchHard, "batch_hard_valid"),
-                    (Mining::SemiHard, "semi_hard"),
-                ] {
-                    let cfg = TripletLoss {
-                        mining,
-                        margin,
-                        distance: dist,
-                        soft: false,
-                    };
-                    let (v, g, _) = run(e, |x| cfg.forward(x, y));
-                    check(&format!("{key}.{name}"), &fx, v, &g, &mut failures);
-                }
+                // TripletLoss::forward's batch-hard averages over valid anchors.
+                let (v, g, _) = run(e, |x| loss(Mining::BatchHard).forward(x, y));
+                check(
+                    &format!("{key}.batch_hard_valid"),
+                    &fx,
+                    v,
+                    &g,
+                    &mut failures,
+                );
+                let soft_cfg = TripletLoss {
+                    term: soft,
+                    ..loss(Mining::BatchHard)
+                };
+                let (v, g, _) = run(e, |x| soft_cfg.forward(x, y));
+                check(&format!("{key}.soft_batch_hard"), &fx, v, &g, &mut failures);
                 checked += 1;
             }
         }
@@ -247,7 +257,11 @@ fn all_same_label_has_no_valid_triplets_and_no_nan() {
         for soft in [false, true] {
             let cfg = TripletLoss {
                 mining,
-                soft,
+                term: if soft {
+                    TripletTerm::SoftPlus
+                } else {
+                    TripletTerm::default()
+                },
                 ..Default::default()
             };
             let (v, g, out) = run(e, |x| cfg.forward(x, y));

@@ -4,12 +4,17 @@
 //! the chunked and naive batch-all.
 
 use candle_core::{DType, Device, Tensor, Var};
+use candle_face::distance::{pairwise_distance, Distance};
 use candle_face::loss::{
-    batch_all_chunked, batch_all_naive, batch_hard_triplet_loss_all_anchors, labels_to_vec,
-    offline_triplet_loss, pairwise_distance, Distance, Mining, TripletLoss, TripletTerm,
+    batch_all_chunked, batch_hard_loss, labels_to_vec, offline_triplet_loss, BatchHardReduction,
+    Mining, TripletLoss, TripletTerm,
 };
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
+
+#[path = "support/batch_all_naive.rs"]
+mod batch_all_naive;
+use batch_all_naive::batch_all_naive;
 
 // ---------------------------------------------------------------- brute force (plain f64 loops)
 
@@ -43,13 +48,10 @@ fn softplus(x: f64) -> f64 {
 fn brute(x: &[Vec<f64>], y: &[u32], cfg: &TripletLoss, all_anchors: bool) -> f64 {
     let b = x.len();
     let d = |i, j| dist(x, i, j, cfg.distance);
-    let m = f64::from(cfg.margin);
-    let term = |dap: f64, dan: f64| {
-        if cfg.soft {
-            softplus(dap - dan)
-        } else {
-            (dap - dan + m).max(0.0)
-        }
+    let soft = cfg.term == TripletTerm::SoftPlus;
+    let term = |dap: f64, dan: f64| match cfg.term {
+        TripletTerm::SoftPlus => softplus(dap - dan),
+        TripletTerm::Hinge { margin } => (dap - dan + f64::from(margin)).max(0.0),
     };
     match cfg.mining {
         Mining::BatchAll => {
@@ -69,7 +71,7 @@ fn brute(x: &[Vec<f64>], y: &[u32], cfg: &TripletLoss, all_anchors: bool) -> f64
                     }
                 }
             }
-            if cfg.soft {
+            if soft {
                 if valid == 0 {
                     0.0
                 } else {
@@ -178,7 +180,8 @@ fn value(t: &Tensor) -> f64 {
 /// Our loss, evaluated on f64 embeddings (for finite differences).
 fn ours(x: &Tensor, y: &Tensor, cfg: &TripletLoss, all_anchors: bool) -> Tensor {
     if all_anchors {
-        batch_hard_triplet_loss_all_anchors(x, y, cfg.margin, cfg.distance)
+        let all = BatchHardReduction::AllAnchors;
+        batch_hard_loss(x, y, cfg.term, cfg.distance, all)
             .unwrap()
             .loss
     } else {
@@ -241,9 +244,12 @@ fn configs() -> Vec<(TripletLoss, bool)> {
                 out.push((
                     TripletLoss {
                         mining,
-                        margin: 0.3,
+                        term: if soft {
+                            TripletTerm::SoftPlus
+                        } else {
+                            TripletTerm::Hinge { margin: 0.3 }
+                        },
                         distance,
-                        soft,
                     },
                     false,
                 ));
@@ -251,9 +257,8 @@ fn configs() -> Vec<(TripletLoss, bool)> {
         }
         let cfg = TripletLoss {
             mining: Mining::BatchHard,
-            margin: 0.3,
+            term: TripletTerm::Hinge { margin: 0.3 },
             distance,
-            soft: false,
         };
         out.push((cfg, true));
     }

@@ -3,7 +3,8 @@
 use anyhow::{bail, Result};
 use candle_face::data::augment::Augment;
 use candle_face::data::preprocess::Preprocess;
-use candle_face::loss::{Distance, Mining, TripletLoss};
+use candle_face::distance::Distance;
+use candle_face::loss::{Mining, TripletLoss, TripletTerm};
 use candle_face::model::{Architecture, Blocks, CompactCnnConfig, Head};
 use candle_face::train::{train, Duration, NanPolicy, TrainEvent, TrainOptions};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -242,6 +243,41 @@ impl TrainArgs {
     /// The library options these arguments describe.
     pub fn options(&self) -> Result<TrainOptions> {
         let mut o = TrainOptions::new(Path::new(&self.data), &self.out);
+        o.architecture = self.architecture()?;
+        o.preprocess = Preprocess {
+            image_size: self.image_size,
+            crop_fraction: self.crop_fraction,
+            flip_tta: self.flip_tta,
+            channel_mean: None,
+            ..Preprocess::compact_default()
+        };
+        o.augment = self.augment()?;
+        o.loss = self.loss()?;
+        o.people_per_batch = self.people;
+        o.images_per_person = self.images_per_person;
+        o.singletons_per_batch = self.singletons;
+        o.duration = match (self.epochs, self.steps) {
+            (Some(e), None) => Duration::Epochs(e),
+            (None, Some(s)) => Duration::Steps(s),
+            (None, None) => Duration::Epochs(10.0),
+            (Some(_), Some(_)) => bail!("give --epochs or --steps, not both"),
+        };
+        self.set_fine_tuning(&mut o);
+        o.val_fraction = self.val_fraction;
+        o.val_pairs = self.val_pairs;
+        o.seed = self.seed;
+        o.resume = self.resume;
+        o.checkpoint_every = self.checkpoint_every;
+        o.log_every = self.log_every;
+        o.validate_every_epochs = self.validate_every;
+        o.nan_policy = self.nan_policy;
+        o.mining_switch = self.switch_mining;
+        o.id_loss = self.id_loss()?;
+        Ok(o)
+    }
+
+    /// The compact CNN these arguments describe.
+    fn architecture(&self) -> Result<Architecture> {
         let arch = CompactCnnConfig {
             channels: self.channels.clone(),
             blocks_per_stage: self.blocks_per_stage.clone(),
@@ -252,15 +288,12 @@ impl TrainArgs {
             ..Default::default()
         };
         arch.validate()?;
-        o.architecture = Architecture::CompactCnn(arch);
-        o.preprocess = Preprocess {
-            image_size: self.image_size,
-            crop_fraction: self.crop_fraction,
-            flip_tta: self.flip_tta,
-            channel_mean: None,
-            ..Preprocess::compact_default()
-        };
-        o.augment = if self.no_augment {
+        Ok(Architecture::CompactCnn(arch))
+    }
+
+    /// The training augmentation.
+    fn augment(&self) -> Result<Augment> {
+        let augment = if self.no_augment {
             Augment::none()
         } else {
             Augment {
@@ -273,22 +306,31 @@ impl TrainArgs {
                 grayscale: self.grayscale,
             }
         };
-        o.augment.validate()?;
-        o.loss = TripletLoss {
-            mining: self.loss,
+        augment.validate()?;
+        Ok(augment)
+    }
+
+    /// The triplet loss: `--loss` mining, `--margin` or `--soft-margin`, `--distance`.
+    fn loss(&self) -> Result<TripletLoss> {
+        // The margin is checked even with --soft-margin, which does not use it.
+        let hinge = TripletTerm::Hinge {
             margin: self.margin,
+        };
+        hinge.validate()?;
+        Ok(TripletLoss {
+            mining: self.loss,
+            term: if self.soft_margin {
+                TripletTerm::SoftPlus
+            } else {
+                hinge
+            },
             distance: self.distance,
-            soft: self.soft_margin,
-        };
-        o.people_per_batch = self.people;
-        o.images_per_person = self.images_per_person;
-        o.singletons_per_batch = self.singletons;
-        o.duration = match (self.epochs, self.steps) {
-            (Some(e), None) => Duration::Epochs(e),
-            (None, Some(s)) => Duration::Steps(s),
-            (None, None) => Duration::Epochs(10.0),
-            (Some(_), Some(_)) => bail!("give --epochs or --steps, not both"),
-        };
+        })
+    }
+
+    /// The optimizer settings, the starting model and frozen layers, and which of them a
+    /// fine-tune takes from the starting model's defaults (those not given).
+    fn set_fine_tuning(&self, o: &mut TrainOptions) {
         o.optimizer.lr = self.lr.unwrap_or(1e-3);
         o.optimizer.weight_decay = self.weight_decay;
         o.warmup_steps = self.warmup_steps.unwrap_or(100);
@@ -299,14 +341,6 @@ impl TrainArgs {
             keep_init: self.keep_init.is_none(),
         };
         o.keep_init = self.keep_init.unwrap_or(0.0);
-        o.val_fraction = self.val_fraction;
-        o.val_pairs = self.val_pairs;
-        o.seed = self.seed;
-        o.resume = self.resume;
-        o.checkpoint_every = self.checkpoint_every;
-        o.log_every = self.log_every;
-        o.validate_every_epochs = self.validate_every;
-        o.nan_policy = self.nan_policy;
         o.init = self.init.clone();
         o.freeze = self
             .freeze
@@ -314,18 +348,21 @@ impl TrainArgs {
             .filter(|p| !p.is_empty() && p.as_str() != "none")
             .cloned()
             .collect();
-        o.mining_switch = self.switch_mining;
-        if self.id_loss != 0.0 {
-            let id = candle_face::loss::IdLoss {
-                weight: self.id_loss,
-                scale: self.id_scale,
-                margin: self.id_margin,
-                min_images: self.id_min_images,
-            };
-            id.validate()?;
-            o.id_loss = Some(id);
+    }
+
+    /// The identity loss, with a non-zero `--id-loss` weight.
+    fn id_loss(&self) -> Result<Option<candle_face::loss::IdLoss>> {
+        if self.id_loss == 0.0 {
+            return Ok(None);
         }
-        Ok(o)
+        let id = candle_face::loss::IdLoss {
+            weight: self.id_loss,
+            scale: self.id_scale,
+            margin: self.id_margin,
+            min_images: self.id_min_images,
+        };
+        id.validate()?;
+        Ok(Some(id))
     }
 }
 

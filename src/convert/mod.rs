@@ -24,7 +24,7 @@ pub use mtcnn_pt::{convert_mtcnn_pt, read_legacy_pt};
 
 use crate::data::preprocess::Preprocess;
 use crate::detect::FaceCrop;
-use crate::loss::Distance;
+use crate::distance::Distance;
 use crate::model::{Architecture, ModelConfig};
 use crate::{Error, Result};
 use candle_core::{Device, Tensor};

@@ -350,6 +350,59 @@ pub(crate) fn balanced_same_pairs(
     pairs
 }
 
+/// Number of unordered pairs of images of two different people, over people with
+/// `sizes[person]` images.
+fn different_pair_count(sizes: &[usize]) -> u128 {
+    let n_images: u128 = sizes.iter().map(|&k| k as u128).sum();
+    let same_person: u128 = sizes.iter().map(|&k| (k as u128) * (k as u128)).sum();
+    (n_images * n_images - same_person) / 2
+}
+
+/// Up to `n` distinct different-person pairs `(person p, image i, person q, image j)`, `p < q`,
+/// over people with `sizes[person]` images: two distinct people with images uniformly at random,
+/// one image of each uniformly at random, repeated draws rejected; when more than half of all
+/// possible different pairs are asked for, all of them are enumerated and a random subset is
+/// kept instead. Fewer than `n` come back only when fewer exist.
+pub(crate) fn different_pairs(
+    sizes: &[usize],
+    n: usize,
+    rng: &mut StdRng,
+) -> Vec<(usize, usize, usize, usize)> {
+    let total = different_pair_count(sizes);
+    let n = n.min(usize::try_from(total).unwrap_or(usize::MAX));
+    let with_images: Vec<usize> = (0..sizes.len()).filter(|&i| sizes[i] > 0).collect();
+    let mut chosen: Vec<(usize, usize, usize, usize)> = Vec::with_capacity(n);
+    if (n as u128) * 2 > total {
+        for (x, &p) in with_images.iter().enumerate() {
+            for &q in &with_images[x + 1..] {
+                for i in 0..sizes[p] {
+                    for j in 0..sizes[q] {
+                        chosen.push((p, i, q, j));
+                    }
+                }
+            }
+        }
+        chosen.shuffle(rng);
+        chosen.truncate(n);
+        return chosen;
+    }
+    let mut seen = HashSet::with_capacity(n);
+    while chosen.len() < n {
+        let x = rng.random_range(0..with_images.len());
+        let y = rng.random_range(0..with_images.len());
+        if x == y {
+            continue;
+        }
+        let (p, q) = (with_images[x.min(y)], with_images[x.max(y)]);
+        let i = rng.random_range(0..sizes[p]);
+        let j = rng.random_range(0..sizes[q]);
+        if seen.insert((p, i, q, j)) {
+            chosen.push((p, i, q, j));
+        }
+    }
+    chosen
+}
+
 /// Generates `same` same-person and `different` different-person pairs from `folder`,
 /// deterministically from `seed` (`StdRng::seed_from_u64`).
 ///
@@ -399,13 +452,7 @@ pub fn generate_pairs(
     }
 
     // Different pairs.
-    let n_images: u128 = sizes.iter().map(|&k| k as u128).sum();
-    let total_diff: u128 = (n_images * n_images
-        - sizes
-            .iter()
-            .map(|&k| (k as u128) * (k as u128))
-            .sum::<u128>())
-        / 2;
+    let total_diff = different_pair_count(&sizes);
     let n_diff = if (different as u128) > total_diff {
         notes.push(format!(
             "asked for {different} different-person pairs but the folder has only {total_diff}; using all of them"
@@ -414,38 +461,7 @@ pub fn generate_pairs(
     } else {
         different
     };
-    let with_images: Vec<usize> = (0..people.len())
-        .filter(|&i| !people[i].images.is_empty())
-        .collect();
-    let mut chosen: Vec<(usize, usize, usize, usize)> = Vec::with_capacity(n_diff);
-    if (n_diff as u128) * 2 > total_diff {
-        for (x, &p) in with_images.iter().enumerate() {
-            for &q in &with_images[x + 1..] {
-                for i in 0..people[p].images.len() {
-                    for j in 0..people[q].images.len() {
-                        chosen.push((p, i, q, j));
-                    }
-                }
-            }
-        }
-        chosen.shuffle(&mut rng);
-        chosen.truncate(n_diff);
-    } else {
-        let mut seen = HashSet::with_capacity(n_diff);
-        while chosen.len() < n_diff {
-            let x = rng.random_range(0..with_images.len());
-            let y = rng.random_range(0..with_images.len());
-            if x == y {
-                continue;
-            }
-            let (p, q) = (with_images[x.min(y)], with_images[x.max(y)]);
-            let i = rng.random_range(0..people[p].images.len());
-            let j = rng.random_range(0..people[q].images.len());
-            if seen.insert((p, i, q, j)) {
-                chosen.push((p, i, q, j));
-            }
-        }
-    }
+    let chosen = different_pairs(&sizes, n_diff, &mut rng);
     pairs.extend(chosen.into_iter().map(|(p, i, q, j)| Pair {
         a: rel(&people[p].images[i]),
         b: rel(&people[q].images[j]),

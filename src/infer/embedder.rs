@@ -5,7 +5,7 @@ use crate::detect::FacePick;
 use crate::image::load_image;
 use crate::model::{load_model, EmbeddingNet, ModelConfig};
 use crate::{Error, Result};
-use candle_core::{Device, ModuleT, Tensor};
+use candle_core::{Device, Tensor};
 use image::RgbImage;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
@@ -291,12 +291,7 @@ impl Embedder {
             )?);
         }
         let x = self.cfg.preprocess.to_tensor(imgs, &self.device)?;
-        let mut e = self.net.forward_t(&x, false)?;
-        if self.cfg.preprocess.flip_tta {
-            let flipped = x.flip(&[3])?;
-            let ef = self.net.forward_t(&flipped, false)?;
-            e = crate::model::layers::l2_normalize(&(e + ef)?)?;
-        }
+        let e = self.net.embed(&x, self.cfg.preprocess.flip_tta)?;
         Ok(e.to_device(&Device::Cpu)?)
     }
 

@@ -11,9 +11,9 @@
 //! query exactly with the embeddings of the nearest cells only ([`DEFAULT_NPROBE`] of them);
 //! [`Gallery::identify_exact`] always compares all.
 
+use crate::distance::Distance;
 use crate::infer::ivf::{default_nlist, IvfIndex, DEFAULT_NPROBE};
 use crate::infer::{embedding_distance, Embedder};
-use crate::loss::Distance;
 use crate::{Error, Result};
 use candle_core::{Device, Tensor};
 use serde::Serialize;

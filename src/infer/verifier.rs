@@ -1,7 +1,7 @@
 //! [`Verifier`]: the distance between two faces compared with a calibrated threshold.
 
+use crate::distance::Distance;
 use crate::infer::Embedder;
-use crate::loss::Distance;
 use crate::{Error, Result};
 use serde::Serialize;
 use std::path::Path;

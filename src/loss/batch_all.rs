@@ -6,13 +6,12 @@
 //! `sum / (num_positive + 1e-16)`. The soft variant averages `softplus(d(a,p) − d(a,n))` over all
 //! valid triplets.
 //!
-//! Two implementations with the same value and gradient:
-//! - [`batch_all_naive`] materialises the (B, B, B) triplet tensor with candle ops (B³ memory; a
-//!   reference for tests and the benchmark);
-//! - [`batch_all_chunked`] is a [`CustomOp1`] on the (B, B) distance matrix that loops over the
-//!   triplets anchor by anchor (rows processed in parallel chunks with rayon), and whose backward
-//!   returns `dLoss/dDist` directly. Peak memory is O(B²); the number of positive triplets is a
-//!   constant in the backward, as autograd treats it in the naive formulation.
+//! [`batch_all_chunked`] is a [`CustomOp1`] on the (B, B) distance matrix that loops over the
+//! triplets anchor by anchor (rows processed in parallel chunks with rayon), and whose backward
+//! returns `dLoss/dDist` directly. Peak memory is O(B²); the number of positive triplets is a
+//! constant in the backward, as autograd treats it in the naive formulation that materialises the
+//! (B, B, B) triplet tensor (kept beside the tests, `tests/support/batch_all_naive.rs`, as the
+//! independent check of this one).
 
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
@@ -20,7 +19,8 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::mask::{triplet_mask, LabelSets};
+use super::mask::LabelSets;
+use super::term::{sigmoid, softplus, TripletTerm};
 use crate::{Error, Result};
 
 /// Default number of anchors processed per chunk by [`batch_all_chunked`].
@@ -28,18 +28,6 @@ pub const DEFAULT_CHUNK: usize = 32;
 
 /// Triplets whose hinge term is at most this are not counted as positive (omoindrot's threshold).
 const POSITIVE_EPS: f64 = 1e-16;
-
-/// The per-triplet term `f(d(a,p) − d(a,n))` that a triplet loss averages.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum TripletTerm {
-    /// `relu(x + margin)`, averaged over the triplets where it is positive.
-    Hinge {
-        /// The margin `m`.
-        margin: f32,
-    },
-    /// `softplus(x)` (Hermans 2017's soft margin), averaged over all valid triplets.
-    SoftPlus,
-}
 
 /// Counts from one pass of batch-all over a batch.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -79,24 +67,6 @@ impl BatchAllScan {
     }
 }
 
-/// PyTorch's `softplus` (threshold 20: above it, the identity).
-fn softplus(x: f64) -> f64 {
-    if x > 20.0 {
-        x
-    } else {
-        x.exp().ln_1p()
-    }
-}
-
-/// The logistic function, `softplus'`.
-fn sigmoid(x: f64) -> f64 {
-    if x > 20.0 {
-        1.0
-    } else {
-        1.0 / (1.0 + (-x).exp())
-    }
-}
-
 /// Scans the triplets of anchors `rows`, reading distances from the row-major `d` (B × B).
 /// When `grad` is given (the rows' slice of a B × B buffer), accumulates the unscaled gradient
 /// `∂ sum / ∂ d` into it (hinge: ±1 per positive triplet; soft-plus: ±σ(x)).
@@ -118,56 +88,82 @@ fn scan_rows<T: Copy + Into<f64>>(
         let mut g_row = grad.as_deref_mut().map(|g| &mut g[ri * b..(ri + 1) * b]);
         acc.valid += sets.positives[a].len() * negs.len();
         for &p in &sets.positives[a] {
-            let dap: f64 = row[p].into();
+            let pair = Pair {
+                p,
+                dap: row[p].into(),
+                negs,
+                neg_d: &neg_d,
+            };
             match term {
-                TripletTerm::Hinge { margin } => {
-                    let base = dap + f64::from(margin);
-                    let mut sum = 0.0;
-                    let mut count = 0usize;
-                    let mut pos = 0usize;
-                    for (k, &dan) in neg_d.iter().enumerate() {
-                        let t = base - dan;
-                        if t > 0.0 {
-                            sum += t;
-                            pos += 1;
-                            if let Some(g) = g_row.as_deref_mut() {
-                                g[negs[k]] -= 1.0;
-                            }
-                            if t > POSITIVE_EPS {
-                                count += 1;
-                            }
-                        }
-                    }
-                    if let Some(g) = g_row.as_deref_mut() {
-                        g[p] += pos as f64;
-                    }
-                    acc.sum += sum;
-                    acc.active += count;
-                }
-                TripletTerm::SoftPlus => {
-                    let mut sum = 0.0;
-                    let mut gp = 0.0;
-                    for (k, &dan) in neg_d.iter().enumerate() {
-                        let x = dap - dan;
-                        sum += softplus(x);
-                        if x > 0.0 {
-                            acc.active += 1;
-                        }
-                        if let Some(g) = g_row.as_deref_mut() {
-                            let s = sigmoid(x);
-                            g[negs[k]] -= s;
-                            gp += s;
-                        }
-                    }
-                    if let Some(g) = g_row.as_deref_mut() {
-                        g[p] += gp;
-                    }
-                    acc.sum += sum;
-                }
+                TripletTerm::Hinge { margin } => pair.hinge(margin, g_row.as_deref_mut(), &mut acc),
+                TripletTerm::SoftPlus => pair.soft_plus(g_row.as_deref_mut(), &mut acc),
             }
         }
     }
     acc
+}
+
+/// One (anchor, positive) pair and the anchor's negatives.
+struct Pair<'a> {
+    /// The positive.
+    p: usize,
+    /// `d(a, p)`.
+    dap: f64,
+    /// The negatives.
+    negs: &'a [usize],
+    /// `d(a, n)` for each negative.
+    neg_d: &'a [f64],
+}
+
+impl Pair<'_> {
+    /// Adds the pair's hinge terms to `acc` and, with `g` (the anchor's gradient row), their
+    /// gradient.
+    fn hinge(&self, margin: f32, mut g: Option<&mut [f64]>, acc: &mut BatchAllScan) {
+        let base = self.dap + f64::from(margin);
+        let mut sum = 0.0;
+        let mut count = 0usize;
+        let mut pos = 0usize;
+        for (k, &dan) in self.neg_d.iter().enumerate() {
+            let t = base - dan;
+            if t > 0.0 {
+                sum += t;
+                pos += 1;
+                if let Some(g) = g.as_deref_mut() {
+                    g[self.negs[k]] -= 1.0;
+                }
+                if t > POSITIVE_EPS {
+                    count += 1;
+                }
+            }
+        }
+        if let Some(g) = g {
+            g[self.p] += pos as f64;
+        }
+        acc.sum += sum;
+        acc.active += count;
+    }
+
+    /// Adds the pair's soft-plus terms to `acc` and, with `g`, their gradient.
+    fn soft_plus(&self, mut g: Option<&mut [f64]>, acc: &mut BatchAllScan) {
+        let mut sum = 0.0;
+        let mut gp = 0.0;
+        for (k, &dan) in self.neg_d.iter().enumerate() {
+            let x = self.dap - dan;
+            sum += softplus(x);
+            if x > 0.0 {
+                acc.active += 1;
+            }
+            if let Some(g) = g.as_deref_mut() {
+                let s = sigmoid(x);
+                g[self.negs[k]] -= s;
+                gp += s;
+            }
+        }
+        if let Some(g) = g {
+            g[self.p] += gp;
+        }
+        acc.sum += sum;
+    }
 }
 
 /// Scans all anchors in parallel chunks of `chunk` rows.
@@ -335,55 +331,4 @@ pub fn batch_all_chunked(
         .and_then(|s| *s)
         .ok_or_else(|| Error::Msg("batch-all: the forward pass recorded no counts".into()))?;
     Ok((loss, scan))
-}
-
-/// Batch-all triplet loss materialising the (B, B, B) tensor `d[a,p] − d[a,n] (+ m)` with candle
-/// ops, exactly as the PyTorch reference does. O(B³) memory: for tests and benchmarks.
-///
-/// Returns the scalar loss and the triplet counts (`sum` is the sum of the terms).
-pub fn batch_all_naive(
-    dist: &Tensor,
-    labels: &Tensor,
-    term: TripletTerm,
-) -> Result<(Tensor, BatchAllScan)> {
-    let valid = triplet_mask(labels)?.to_dtype(dist.dtype())?;
-    let b = valid.dim(0)?;
-    if dist.dims() != [b, b] {
-        return Err(Error::InvalidArgument(format!(
-            "batch-all: distance matrix must be ({b}, {b}), got {:?}",
-            dist.dims()
-        )));
-    }
-    let diff = dist.unsqueeze(2)?.broadcast_sub(&dist.unsqueeze(1)?)?;
-    let num_valid = valid.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()? as usize;
-    match term {
-        TripletTerm::Hinge { margin } => {
-            let t = ((diff + f64::from(margin))? * &valid)?;
-            let t = (&t * t.gt(0.0)?.to_dtype(t.dtype())?)?;
-            let pos = t.gt(POSITIVE_EPS)?.to_dtype(t.dtype())?.sum_all()?;
-            let sum = t.sum_all()?;
-            let loss = sum.div(&(&pos + POSITIVE_EPS)?)?;
-            let scan = BatchAllScan {
-                sum: sum.to_dtype(DType::F64)?.to_scalar()?,
-                active: pos.to_dtype(DType::F64)?.to_scalar::<f64>()? as usize,
-                valid: num_valid,
-            };
-            Ok((loss, scan))
-        }
-        TripletTerm::SoftPlus => {
-            let sp = super::triplet::softplus_tensor(&diff)?;
-            let sum = (sp * &valid)?.sum_all()?;
-            let active = (diff.gt(0.0)?.to_dtype(valid.dtype())? * &valid)?
-                .sum_all()?
-                .to_dtype(DType::F64)?
-                .to_scalar::<f64>()? as usize;
-            let loss = (&sum / (num_valid.max(1) as f64))?;
-            let scan = BatchAllScan {
-                sum: sum.to_dtype(DType::F64)?.to_scalar()?,
-                active,
-                valid: num_valid,
-            };
-            Ok((loss, scan))
-        }
-    }
 }

@@ -1,24 +1,24 @@
-//! Distances, label masks and the triplet-loss family, as plain tensor functions.
+//! The triplet-loss family, composed from separate pieces as in pytorch-metric-learning, and
+//! CosFace's identity loss. Distances live apart, in [`crate::distance`].
 //!
-//! - [`distance`]: pairwise/cross distances with a safe euclidean square root;
 //! - [`mask`]: anchor–positive, anchor–negative and triplet masks from integer labels;
-//! - [`triplet`]: [`TripletLoss`] (batch-all, batch-hard, semi-hard, soft margin) and the offline loss;
-//! - [`cosface`]: CosFace's identity-classification loss, trained beside the triplet loss;
-//! - [`batch_all`]: the batch-all loss without the B³ tensor (a chunked custom op) and its naive twin.
+//! - [`mining`]: the miners ([`Mining`]: batch-all, batch-hard, semi-hard);
+//! - [`term`]: the per-triplet term ([`TripletTerm`]: hinge with a margin, or soft margin);
+//! - [`triplet`]: [`TripletLoss`] (distance + miner + term, with each miner's reduction) and the
+//!   offline loss on given triplets;
+//! - [`batch_all`]: the batch-all loss without the B³ tensor (a chunked custom op);
+//! - [`cosface`]: CosFace's identity-classification loss, trained beside the triplet loss.
 
 pub mod batch_all;
 pub mod cosface;
-pub mod distance;
 pub mod mask;
+pub mod mining;
+pub mod term;
 pub mod triplet;
 
-pub use batch_all::{batch_all_chunked, batch_all_naive, BatchAllScan, TripletTerm, DEFAULT_CHUNK};
+pub use batch_all::{batch_all_chunked, BatchAllScan, DEFAULT_CHUNK};
 pub use cosface::{cosface_loss, IdLoss};
-pub use distance::{cross_distance, paired_distance, pairwise_distance, safe_sqrt, Distance};
 pub use mask::{anchor_negative_mask, anchor_positive_mask, labels_to_vec, triplet_mask};
-pub use triplet::{
-    batch_all_loss, batch_all_triplet_loss, batch_hard_loss, batch_hard_triplet_loss,
-    batch_hard_triplet_loss_all_anchors, offline_triplet_loss, semi_hard_loss,
-    semi_hard_triplet_loss, soft_batch_all_triplet_loss, soft_batch_hard_triplet_loss,
-    softplus_tensor, BatchHardReduction, LossOutput, Mining, TripletLoss, TripletStats,
-};
+pub use mining::{BatchHardReduction, Mining};
+pub use term::{softplus_tensor, TripletTerm};
+pub use triplet::{batch_hard_loss, offline_triplet_loss, LossOutput, TripletLoss, TripletStats};

@@ -1,96 +1,31 @@
-//! The triplet-loss family on a batch of labelled embeddings: batch-all, batch-hard (Hermans,
-//! Beyer & Leibe 2017, "In Defense of the Triplet Loss for Person Re-Identification"), semi-hard
-//! (Schroff, Kalenichenko & Philbin 2015, "FaceNet"; as TensorFlow Addons' `triplet_semihard_loss`),
-//! the soft margin (Hermans 2017) and the offline loss on given (a, p, n) triplets.
+//! The triplet-loss family on a batch of labelled embeddings, composed like
+//! pytorch-metric-learning's losses from separate pieces: a [`Distance`], a miner ([`Mining`]:
+//! batch-all, batch-hard as in Hermans, Beyer & Leibe 2017, "In Defense of the Triplet Loss for
+//! Person Re-Identification", semi-hard as in Schroff, Kalenichenko & Philbin 2015, "FaceNet"), a
+//! per-triplet [`TripletTerm`] (hinge with a margin, or the soft margin) and the miner's reduction
+//! (a mean over what it mined). [`offline_triplet_loss`] takes given (a, p, n) triplets.
 //!
 //! Every definition matches `shared/reference/triplet_ref.py` exactly, including which distance
-//! receives the gradient when several are tied: a `max`/`min` along a row sends it to the first
-//! index (as PyTorch's `max(dim)`), a whole-set `max`/`min` (semi-hard's negative) splits it evenly
-//! among the tied entries (as PyTorch's `max()`). Mining picks indices from the distance values
-//! (no gradient), and the loss gathers the picked distances with `index_select`, so the gradient
-//! flows to exactly those entries.
-
-use std::fmt;
-use std::str::FromStr;
+//! receives the gradient when several are tied (see [`super::mining`]).
 
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::batch_all::{batch_all_chunked, BatchAllScan, TripletTerm, DEFAULT_CHUNK};
-use super::distance::{ensure_float, paired_distance, pairwise_distance, Distance};
-use super::mask::{labels_to_vec, LabelSets};
-use crate::{Error, Result};
+use super::batch_all::{batch_all_chunked, DEFAULT_CHUNK};
+use super::mining::{mine_batch_hard, mine_semi_hard, BatchHardReduction, Mined, Mining, Prepared};
+use super::term::TripletTerm;
+use crate::distance::{ensure_float, paired_distance, Distance};
+use crate::Result;
 
-/// How triplets are mined from a batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum Mining {
-    /// Every valid triplet (mean over those with a positive loss).
-    BatchAll,
-    /// For each anchor, its hardest positive and hardest negative.
-    #[default]
-    BatchHard,
-    /// For each (anchor, positive) pair, the closest negative farther than the positive.
-    SemiHard,
-}
-
-impl fmt::Display for Mining {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Mining::BatchAll => "batch-all",
-            Mining::BatchHard => "batch-hard",
-            Mining::SemiHard => "semi-hard",
-        })
-    }
-}
-
-impl FromStr for Mining {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "batch-all" => Ok(Mining::BatchAll),
-            "batch-hard" => Ok(Mining::BatchHard),
-            "semi-hard" => Ok(Mining::SemiHard),
-            other => Err(Error::InvalidArgument(format!(
-                "unknown mining {other:?} (expected batch-all, batch-hard or semi-hard)"
-            ))),
-        }
-    }
-}
-
-/// Which anchors batch-hard averages over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BatchHardReduction {
-    /// Every anchor (Moindrot's formulation): an anchor without a positive has hardest positive 0,
-    /// one without a negative has hardest negative = its largest distance.
-    AllAnchors,
-    /// Only anchors with at least one positive and one negative (the default).
-    ValidAnchors,
-}
-
-/// Configuration of an online triplet loss.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// Configuration of an online triplet loss: distance, miner and term.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct TripletLoss {
     /// Triplet mining strategy.
     pub mining: Mining,
-    /// The margin `m` of `relu(d(a,p) − d(a,n) + m)` (unused when `soft`).
-    pub margin: f32,
+    /// The per-triplet term: `relu(d(a,p) − d(a,n) + m)` or `softplus(d(a,p) − d(a,n))`.
+    pub term: TripletTerm,
     /// Distance between embeddings.
     pub distance: Distance,
-    /// Soft margin: `softplus(d(a,p) − d(a,n))` instead of the hinge.
-    pub soft: bool,
-}
-
-impl Default for TripletLoss {
-    fn default() -> Self {
-        Self {
-            mining: Mining::BatchHard,
-            margin: 0.2,
-            distance: Distance::Euclidean,
-            soft: false,
-        }
-    }
 }
 
 /// What a triplet loss observed in a batch.
@@ -125,93 +60,45 @@ pub struct LossOutput {
 }
 
 impl TripletLoss {
-    /// Checks that the margin is usable.
+    /// Checks that the term is usable (a hinge's margin finite and ≥ 0).
     pub fn validate(&self) -> Result<()> {
-        if !self.margin.is_finite() || self.margin < 0.0 {
-            return Err(Error::InvalidArgument(format!(
-                "triplet margin must be finite and ≥ 0, got {}",
-                self.margin
-            )));
-        }
-        Ok(())
+        self.term.validate()
+    }
+
+    /// The same loss with another miner.
+    pub fn with_mining(self, mining: Mining) -> Self {
+        Self { mining, ..self }
     }
 
     /// The loss of a batch of embeddings (B, D) with integer labels (B,), as configured.
     ///
-    /// Batch-hard averages over valid anchors ([`BatchHardReduction::ValidAnchors`]); batch-all
-    /// runs the chunked O(B²)-memory implementation.
+    /// Batch-all runs the chunked O(B²)-memory implementation ([`super::batch_all`]) and averages
+    /// over the positive triplets (hinge) or all valid ones (soft margin); batch-hard averages
+    /// over valid anchors ([`BatchHardReduction::ValidAnchors`]); semi-hard (TensorFlow Addons'
+    /// `triplet_semihard_loss`) divides the sum of its terms by the number of (anchor, positive)
+    /// pairs.
     pub fn forward(&self, embeddings: &Tensor, labels: &Tensor) -> Result<LossOutput> {
         self.validate()?;
-        let term = if self.soft {
-            TripletTerm::SoftPlus
-        } else {
-            TripletTerm::Hinge {
-                margin: self.margin,
-            }
-        };
+        let p = Prepared::new(embeddings, labels, self.distance)?;
         match self.mining {
-            Mining::BatchAll => batch_all_loss(embeddings, labels, term, self.distance),
-            Mining::BatchHard => batch_hard_loss(
-                embeddings,
-                labels,
-                term,
-                self.distance,
-                BatchHardReduction::ValidAnchors,
-            ),
-            Mining::SemiHard => semi_hard_loss(embeddings, labels, term, self.distance),
+            Mining::BatchAll => batch_all(embeddings, &p, self.term),
+            Mining::BatchHard => {
+                let mined = mine_batch_hard(&p, BatchHardReduction::ValidAnchors);
+                reduce_mined(embeddings, &p, &mined, self.term)
+            }
+            Mining::SemiHard => reduce_mined(embeddings, &p, &mine_semi_hard(&p), self.term),
         }
     }
-}
 
-/// `softplus(x) = log(1 + eˣ)` elementwise, with PyTorch's threshold (the identity above 20).
-pub fn softplus_tensor(x: &Tensor) -> Result<Tensor> {
-    let big = x.gt(20.0)?.to_dtype(x.dtype())?;
-    let small = (1.0 - &big)?;
-    let xs = x.mul(&small)?;
-    let soft = ((xs.exp()? + 1.0)?.log()? * &small)?;
-    Ok((soft + x.mul(&big)?)?)
-}
-
-/// `relu(x)` with PyTorch's gradient convention (0 at 0).
-fn hinge(x: &Tensor) -> Result<Tensor> {
-    Ok(x.mul(&x.gt(0.0)?.to_dtype(x.dtype())?)?)
+    /// The configuration as text, e.g. `batch-hard, margin 0.2, euclidean`.
+    pub fn describe(&self) -> String {
+        format!("{}, {}, {}", self.mining, self.term, self.distance)
+    }
 }
 
 /// A scalar 0 that participates in backward (zero gradient for `x`).
 fn zero_loss(x: &Tensor) -> Result<Tensor> {
     Ok((x * 0.0)?.sum_all()?)
-}
-
-/// A batch checked and prepared: labels, label sets, distances and their values.
-struct Prepared {
-    y: Vec<i64>,
-    sets: LabelSets,
-    dist: Tensor,
-    /// Row-major copy of the distances, in f64 (exact for f32 inputs).
-    d: Vec<f64>,
-}
-
-fn prepare(embeddings: &Tensor, labels: &Tensor, distance: Distance) -> Result<Prepared> {
-    ensure_float(embeddings, "embeddings")?;
-    let y = labels_to_vec(labels)?;
-    let b = match embeddings.dims() {
-        [b, _] => *b,
-        dims => {
-            return Err(Error::InvalidArgument(format!(
-                "embeddings must be (B, D), got shape {dims:?}"
-            )))
-        }
-    };
-    if y.len() != b {
-        return Err(Error::InvalidArgument(format!(
-            "{} labels for {b} embeddings",
-            y.len()
-        )));
-    }
-    let dist = pairwise_distance(embeddings, distance)?;
-    let d = dist.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
-    let sets = LabelSets::new(&y);
-    Ok(Prepared { y, sets, dist, d })
 }
 
 /// Statistics common to every mining: triplet and anchor counts and the hardest distances.
@@ -254,113 +141,50 @@ fn fraction(active: usize, mined: usize) -> f32 {
     }
 }
 
-/// Linear combinations of entries of the flattened distance matrix, one per output element:
-/// `out[i] = Σ coef · d_flat[index]` over `combos[i]`. Differentiable; gradient goes to exactly
-/// the listed entries with the listed weights.
-fn gather_combos(dist: &Tensor, combos: &[Vec<(usize, f64)>]) -> Result<Tensor> {
-    let n = combos.len();
-    let k = combos.iter().map(Vec::len).max().unwrap_or(1).max(1);
-    let mut idx = Vec::with_capacity(n * k);
-    let mut coef = Vec::with_capacity(n * k);
-    for c in combos {
-        for j in 0..k {
-            let (i, w) = c.get(j).copied().unwrap_or((0, 0.0));
-            idx.push(u32::try_from(i).map_err(|_| Error::Msg("batch too large".into()))?);
-            coef.push(w);
-        }
+/// The reduction of mined triplets: the sum of their terms over the miner's denominator (0, with
+/// a zero gradient, when nothing was mined).
+fn reduce_mined(
+    embeddings: &Tensor,
+    p: &Prepared,
+    mined: &Mined,
+    term: TripletTerm,
+) -> Result<LossOutput> {
+    let mut stats = base_stats(p);
+    if mined.len() == 0 {
+        return Ok(LossOutput {
+            loss: zero_loss(embeddings)?,
+            stats,
+        });
     }
-    let dev = dist.device();
-    let idx = Tensor::from_vec(idx, n * k, dev)?;
-    let coef = Tensor::from_vec(coef, (n, k), dev)?.to_dtype(dist.dtype())?;
-    let picked = dist.flatten_all()?.index_select(&idx, 0)?.reshape((n, k))?;
-    Ok(picked.mul(&coef)?.sum(1)?)
-}
-
-/// First index of the maximum (PyTorch's `max(dim)` convention).
-fn first_argmax(v: impl Iterator<Item = f64>) -> usize {
-    let mut best = (0, f64::NEG_INFINITY);
-    for (i, x) in v.enumerate() {
-        if x > best.1 {
-            best = (i, x);
-        }
-    }
-    best.0
-}
-
-/// First index of the minimum (PyTorch's `min(dim)` convention).
-fn first_argmin(v: impl Iterator<Item = f64>) -> usize {
-    let mut best = (0, f64::INFINITY);
-    for (i, x) in v.enumerate() {
-        if x < best.1 {
-            best = (i, x);
-        }
-    }
-    best.0
-}
-
-/// Applies the per-triplet term to `x = d(a,p) − d(a,n)` and returns (terms, active count).
-fn apply_term(x: &Tensor, term: TripletTerm) -> Result<(Tensor, usize)> {
-    let (t, gate) = match term {
-        TripletTerm::Hinge { margin } => {
-            let t = (x + f64::from(margin))?;
-            (hinge(&t)?, t)
-        }
-        TripletTerm::SoftPlus => (softplus_tensor(x)?, x.clone()),
-    };
-    let active = gate
-        .gt(0.0)?
-        .to_dtype(DType::F64)?
-        .sum_all()?
-        .to_scalar::<f64>()? as usize;
-    Ok((t, active))
+    let (t, active) = term.apply(&mined.differences(&p.dist)?)?;
+    stats.active_triplets = active;
+    stats.active_fraction = fraction(active, mined.len());
+    Ok(LossOutput {
+        loss: (t.sum_all()? / mined.denominator as f64)?,
+        stats,
+    })
 }
 
 /// Batch-all triplet loss over every valid triplet (chunked, O(B²) memory; see
-/// [`super::batch_all`]). `Hinge`: mean over positive triplets; `SoftPlus`: mean over all.
-pub fn batch_all_loss(
-    embeddings: &Tensor,
-    labels: &Tensor,
-    term: TripletTerm,
-    distance: Distance,
-) -> Result<LossOutput> {
-    let p = prepare(embeddings, labels, distance)?;
-    let mut stats = base_stats(&p);
+/// [`super::batch_all`]). Hinge: mean over positive triplets (Moindrot's reduction); soft margin:
+/// mean over all valid triplets.
+fn batch_all(embeddings: &Tensor, p: &Prepared, term: TripletTerm) -> Result<LossOutput> {
+    let mut stats = base_stats(p);
     if stats.no_valid_triplets {
         return Ok(LossOutput {
             loss: zero_loss(embeddings)?,
             stats,
         });
     }
-    let (loss, scan): (Tensor, BatchAllScan) =
-        batch_all_chunked(&p.dist, &p.y, term, DEFAULT_CHUNK)?;
+    let (loss, scan) = batch_all_chunked(&p.dist, &p.y, term, DEFAULT_CHUNK)?;
     stats.active_triplets = scan.active;
     stats.active_fraction = fraction(scan.active, scan.valid);
     Ok(LossOutput { loss, stats })
 }
 
-/// Batch-all with a margin (Moindrot's omoindrot reduction). See [`batch_all_loss`].
-pub fn batch_all_triplet_loss(
-    embeddings: &Tensor,
-    labels: &Tensor,
-    margin: f32,
-    distance: Distance,
-) -> Result<LossOutput> {
-    batch_all_loss(embeddings, labels, TripletTerm::Hinge { margin }, distance)
-}
-
-/// Batch-all with the soft margin: mean of `softplus(d(a,p) − d(a,n))` over all valid triplets.
-pub fn soft_batch_all_triplet_loss(
-    embeddings: &Tensor,
-    labels: &Tensor,
-    distance: Distance,
-) -> Result<LossOutput> {
-    batch_all_loss(embeddings, labels, TripletTerm::SoftPlus, distance)
-}
-
-/// Batch-hard triplet loss: for each anchor, the farthest positive and the closest negative.
-///
-/// Exactly `_hardest` in the reference: hardest positive = `max_j d[a,j]·ap[a,j]`, hardest negative
-/// = `min_j (d[a,j] + rowmax_a · (1 − an[a,j]))`, ties to the first index.
+/// Batch-hard triplet loss averaged over the anchors of `reduction`: for each, the farthest
+/// positive and the closest negative. [`TripletLoss::forward`] averages over valid anchors; with
+/// the hinge and [`BatchHardReduction::AllAnchors`] this is Moindrot's `batch_hard_triplet_loss`.
 pub fn batch_hard_loss(
     embeddings: &Tensor,
     labels: &Tensor,
@@ -368,158 +192,9 @@ pub fn batch_hard_loss(
     distance: Distance,
     reduction: BatchHardReduction,
 ) -> Result<LossOutput> {
-    let p = prepare(embeddings, labels, distance)?;
-    let mut stats = base_stats(&p);
-    let b = p.y.len();
-    let anchors: Vec<usize> = match reduction {
-        BatchHardReduction::AllAnchors => (0..b).collect(),
-        BatchHardReduction::ValidAnchors => (0..b).filter(|&a| p.sets.is_valid_anchor(a)).collect(),
-    };
-    if anchors.is_empty() {
-        return Ok(LossOutput {
-            loss: zero_loss(embeddings)?,
-            stats,
-        });
-    }
-    let mut pos = Vec::with_capacity(anchors.len());
-    let mut neg = Vec::with_capacity(anchors.len());
-    for &a in &anchors {
-        let row = &p.d[a * b..(a + 1) * b];
-        let is_pos = |j: usize| p.y[j] == p.y[a] && j != a;
-        let is_neg = |j: usize| p.y[j] != p.y[a];
-        let jp = first_argmax((0..b).map(|j| if is_pos(j) { row[j] } else { 0.0 }));
-        pos.push(vec![(a * b + jp, if is_pos(jp) { 1.0 } else { 0.0 })]);
-        let jmax = first_argmax(row.iter().copied());
-        let jn = first_argmin((0..b).map(|j| row[j] + if is_neg(j) { 0.0 } else { row[jmax] }));
-        let mut c = vec![(a * b + jn, 1.0)];
-        if !is_neg(jn) {
-            c.push((a * b + jmax, 1.0));
-        }
-        neg.push(c);
-    }
-    let x = (gather_combos(&p.dist, &pos)? - gather_combos(&p.dist, &neg)?)?;
-    let (t, active) = apply_term(&x, term)?;
-    stats.active_triplets = active;
-    stats.active_fraction = fraction(active, anchors.len());
-    Ok(LossOutput {
-        loss: t.mean_all()?,
-        stats,
-    })
-}
-
-/// Batch-hard with a margin, averaged over valid anchors (the default of [`TripletLoss`]).
-pub fn batch_hard_triplet_loss(
-    embeddings: &Tensor,
-    labels: &Tensor,
-    margin: f32,
-    distance: Distance,
-) -> Result<LossOutput> {
-    batch_hard_loss(
-        embeddings,
-        labels,
-        TripletTerm::Hinge { margin },
-        distance,
-        BatchHardReduction::ValidAnchors,
-    )
-}
-
-/// Batch-hard with a margin averaged over all anchors (Moindrot's `batch_hard_triplet_loss`).
-pub fn batch_hard_triplet_loss_all_anchors(
-    embeddings: &Tensor,
-    labels: &Tensor,
-    margin: f32,
-    distance: Distance,
-) -> Result<LossOutput> {
-    batch_hard_loss(
-        embeddings,
-        labels,
-        TripletTerm::Hinge { margin },
-        distance,
-        BatchHardReduction::AllAnchors,
-    )
-}
-
-/// Soft-margin batch-hard (Hermans 2017): mean over valid anchors of
-/// `softplus(hardest positive − hardest negative)`.
-pub fn soft_batch_hard_triplet_loss(
-    embeddings: &Tensor,
-    labels: &Tensor,
-    distance: Distance,
-) -> Result<LossOutput> {
-    batch_hard_loss(
-        embeddings,
-        labels,
-        TripletTerm::SoftPlus,
-        distance,
-        BatchHardReduction::ValidAnchors,
-    )
-}
-
-/// Semi-hard triplet loss (TensorFlow Addons `triplet_semihard_loss`): for every (a, p) pair, the
-/// negative is the closest one farther than `d(a,p)`, or, if there is none, the farthest one;
-/// the sum of the terms is divided by the number of (a, p) pairs (pairs without any negative
-/// count but contribute nothing). With `SoftPlus`, the term is `softplus(d(a,p) − d(a,n))` with the
-/// same selection.
-pub fn semi_hard_loss(
-    embeddings: &Tensor,
-    labels: &Tensor,
-    term: TripletTerm,
-    distance: Distance,
-) -> Result<LossOutput> {
-    let p = prepare(embeddings, labels, distance)?;
-    let mut stats = base_stats(&p);
-    let b = p.y.len();
-    let mut count = 0usize;
-    let mut pos = Vec::new();
-    let mut neg = Vec::new();
-    for a in 0..b {
-        let row = &p.d[a * b..(a + 1) * b];
-        let negs = &p.sets.negatives[a];
-        for &j in &p.sets.positives[a] {
-            count += 1;
-            if negs.is_empty() {
-                continue;
-            }
-            let dap = row[j];
-            let farther = negs.iter().filter(|&&n| row[n] > dap);
-            let target = match farther.clone().map(|&n| row[n]).reduce(f64::min) {
-                Some(v) => v,
-                None => negs
-                    .iter()
-                    .map(|&n| row[n])
-                    .fold(f64::NEG_INFINITY, f64::max),
-            };
-            // A whole-set min/max: the gradient is split evenly among the tied entries.
-            let tied: Vec<usize> = negs.iter().copied().filter(|&n| row[n] == target).collect();
-            let w = 1.0 / tied.len() as f64;
-            pos.push(vec![(a * b + j, 1.0)]);
-            neg.push(tied.iter().map(|&n| (a * b + n, w)).collect());
-        }
-    }
-    if pos.is_empty() {
-        return Ok(LossOutput {
-            loss: zero_loss(embeddings)?,
-            stats,
-        });
-    }
-    let x = (gather_combos(&p.dist, &pos)? - gather_combos(&p.dist, &neg)?)?;
-    let (t, active) = apply_term(&x, term)?;
-    stats.active_triplets = active;
-    stats.active_fraction = fraction(active, pos.len());
-    Ok(LossOutput {
-        loss: (t.sum_all()? / count as f64)?,
-        stats,
-    })
-}
-
-/// Semi-hard with a margin. See [`semi_hard_loss`].
-pub fn semi_hard_triplet_loss(
-    embeddings: &Tensor,
-    labels: &Tensor,
-    margin: f32,
-    distance: Distance,
-) -> Result<LossOutput> {
-    semi_hard_loss(embeddings, labels, TripletTerm::Hinge { margin }, distance)
+    term.validate()?;
+    let p = Prepared::new(embeddings, labels, distance)?;
+    reduce_mined(embeddings, &p, &mine_batch_hard(&p, reduction), term)
 }
 
 /// Offline triplet loss on given triplets (FaceNet; Keras formulation): the mean over rows of
@@ -532,11 +207,8 @@ pub fn offline_triplet_loss(
     distance: Distance,
 ) -> Result<LossOutput> {
     ensure_float(anchor, "anchor")?;
-    if !margin.is_finite() || margin < 0.0 {
-        return Err(Error::InvalidArgument(format!(
-            "triplet margin must be finite and ≥ 0, got {margin}"
-        )));
-    }
+    let term = TripletTerm::Hinge { margin };
+    term.validate()?;
     let dap = paired_distance(anchor, positive, distance)?;
     let dan = paired_distance(anchor, negative, distance)?;
     let n = dap.dim(0)?;
@@ -561,7 +233,7 @@ pub fn offline_triplet_loss(
             stats,
         });
     }
-    let (t, active) = apply_term(&(dap - dan)?, TripletTerm::Hinge { margin })?;
+    let (t, active) = term.apply(&(dap - dan)?)?;
     stats.active_triplets = active;
     stats.active_fraction = fraction(active, n);
     Ok(LossOutput {

@@ -12,7 +12,8 @@
 //! Parameter names: `stages.{s}.{b}.conv.weight`, `stages.{s}.{b}.bn.{weight,bias,running_mean,running_var}`,
 //! `embed.{weight,bias}`.
 
-use crate::model::layers::{l2_normalize, BatchNorm2d, Conv2d};
+use crate::distance::l2_normalize;
+use crate::model::layers::{BatchNorm2d, Conv2d};
 use crate::ops::Activation;
 use crate::{Error, Result};
 use candle_core::{Module, ModuleT, Tensor};

@@ -7,7 +7,7 @@
 
 use crate::data::preprocess::Preprocess;
 use crate::detect::FaceCrop;
-use crate::loss::Distance;
+use crate::distance::Distance;
 use crate::model::compact::CompactCnnConfig;
 use crate::model::dlib_resnet::DlibResNetConfig;
 use crate::model::inception_resnet_v1::InceptionResnetV1Config;

@@ -14,10 +14,11 @@
 //! in training, and the 3×3 stride-2 max pools on [`crate::ops::max_pool2d`], whose gradient
 //! follows PyTorch (candle 0.11's is wrong and refuses kernel ≠ stride).
 
-use candle_core::{Module, ModuleT, Tensor, D};
+use candle_core::{Module, ModuleT, Tensor};
 use candle_nn::{Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
+use crate::distance::l2_normalize;
 use crate::model::layers::{conv_bn_act_stacked, BatchNorm2d, Conv2d as FastConv2d};
 use crate::ops::{self, max_pool2d};
 use crate::{Error, Result};
@@ -552,13 +553,6 @@ impl InceptionResnetV1 {
         record("last_bn", &x);
         l2_normalize(&x)
     }
-}
-
-/// `F.normalize(x, p=2, dim=-1)`: `x / max(‖x‖, 1e-12)`, written as `sqrt(max(‖x‖², 1e-24))`
-/// so the gradient stays finite at zero.
-fn l2_normalize(x: &Tensor) -> candle_core::Result<Tensor> {
-    let norm = x.sqr()?.sum_keepdim(D::Minus1)?.maximum(1e-24)?.sqrt()?;
-    x.broadcast_div(&norm)
 }
 
 impl ModuleT for InceptionResnetV1 {

@@ -6,7 +6,7 @@
 //! gradient goes to the maximum in full. The models themselves use [`crate::ops::max_pool2d`],
 //! which follows PyTorch's rule and is faster.
 
-use candle_core::{Result, Tensor, Var, D};
+use candle_core::{Result, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 
 use crate::ops::Activation;
@@ -327,19 +327,6 @@ pub fn conv_bn_act_stacked(
     outs(y)
 }
 
-/// Smallest squared norm used by [`l2_normalize`], so a zero vector gives zeros, not NaN.
-pub const L2_EPS: f64 = 1e-12;
-
-/// L2-normalises the rows of a (N, D) tensor: `x / sqrt(max(‖x‖², eps))`.
-pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
-    let norm = x
-        .sqr()?
-        .sum_keepdim(D::Minus1)?
-        .clamp(L2_EPS, f64::MAX)?
-        .sqrt()?;
-    x.broadcast_div(&norm)
-}
-
 /// 2×2 max-pooling with stride 2 (floor mode: an odd last row/column is dropped), with the gradient
 /// sent to the maximum of each window (to every maximum when several tie).
 pub fn max_pool2x2(x: &Tensor) -> Result<Tensor> {
@@ -528,13 +515,6 @@ mod tests {
                 );
             }
         }
-    }
-
-    #[test]
-    fn l2_normalize_unit_rows_and_zero_row() {
-        let x = Tensor::new(&[[3f32, 4.0], [0.0, 0.0]], &Device::Cpu).unwrap();
-        let y = l2_normalize(&x).unwrap().to_vec2::<f32>().unwrap();
-        assert_eq!(y, vec![vec![0.6, 0.8], vec![0.0, 0.0]]);
     }
 
     #[test]

@@ -18,6 +18,10 @@ use crate::Result;
 use candle_core::{ModuleT, Tensor};
 use candle_nn::VarBuilder;
 
+/// Name prefix of parameters that exist only for training (the identity classifier trained
+/// beside the triplet loss): kept in checkpoints, left out of the model folder and of `--init`.
+pub const TRAINING_ONLY_PREFIX: &str = "training_only.";
+
 /// Any embedding network candle-face knows, built from an [`Architecture`].
 #[derive(Debug, Clone)]
 pub enum EmbeddingNet {
@@ -41,6 +45,18 @@ impl EmbeddingNet {
                 EmbeddingNet::DlibResNet(Box::new(DlibResNet::new(c, vb)?))
             }
         })
+    }
+
+    /// Embeddings of a preprocessed (N, 3, H, W) batch in evaluation mode. With `flip_tta` the
+    /// embedding of the horizontally flipped batch is added and the sum renormalised. The one
+    /// embedding path of inference and of validation during training.
+    pub fn embed(&self, x: &Tensor, flip_tta: bool) -> Result<Tensor> {
+        let e = self.forward_t(x, false)?;
+        if !flip_tta {
+            return Ok(e);
+        }
+        let flipped = self.forward_t(&x.flip(&[3])?, false)?;
+        Ok(crate::distance::l2_normalize(&(e + flipped)?)?)
     }
 }
 

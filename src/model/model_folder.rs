@@ -25,7 +25,7 @@ pub fn save_model(dir: &Path, cfg: &ModelConfig, varmap: &VarMap) -> Result<()> 
             .lock()
             .map_err(|_| Error::Msg("variable map lock poisoned".into()))?;
         data.iter()
-            .filter(|(n, _)| !n.starts_with(crate::train::TRAINING_ONLY_PREFIX))
+            .filter(|(n, _)| !n.starts_with(crate::model::TRAINING_ONLY_PREFIX))
             .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
             .collect()
     };

@@ -3,13 +3,13 @@
 
 use crate::data::loader::{eval_tensor, ImageCache};
 use crate::data::preprocess::Preprocess;
+use crate::distance::Distance;
 use crate::infer::embedding_distance;
-use crate::loss::Distance;
 use crate::model::EmbeddingNet;
 use crate::Result;
-use candle_core::{Device, ModuleT, Tensor};
-use rand::{Rng, SeedableRng};
-use std::collections::{BTreeSet, HashMap};
+use candle_core::Device;
+use rand::SeedableRng;
+use std::collections::HashMap;
 
 /// Validation pairs over the images of an [`ImageCache`].
 #[derive(Debug, Clone, Default)]
@@ -21,10 +21,11 @@ pub struct ValPairs {
 }
 
 impl ValPairs {
-    /// Deterministic pairs: up to `max_each` same-person pairs, identity-balanced like
-    /// [`crate::eval::generate_pairs`] (each person with two or more images contributes one pair
-    /// per round, so people with many images do not dominate, as in LFW's protocol), and as many
-    /// different-person pairs; never an image with itself, no pair twice.
+    /// Deterministic pairs, drawn as [`crate::eval::generate_pairs`] draws them: up to
+    /// `max_each` same-person pairs, identity-balanced (each person with two or more images
+    /// contributes one pair per round, so people with many images do not dominate, as in LFW's
+    /// protocol), and as many different-person pairs (fewer only when fewer exist); never an
+    /// image with itself, no pair twice.
     pub fn generate(images_per_person: &[usize], max_each: usize, seed: u64) -> Self {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let same: Vec<((usize, usize), (usize, usize))> =
@@ -32,25 +33,7 @@ impl ValPairs {
                 .into_iter()
                 .map(|(p, i, j)| ((p, i), (p, j)))
                 .collect();
-        let people: Vec<usize> = (0..images_per_person.len())
-            .filter(|&p| images_per_person[p] > 0)
-            .collect();
-        let mut diff = BTreeSet::new();
-        let want = same.len();
-        let mut attempts = 0usize;
-        if people.len() >= 2 {
-            while diff.len() < want && attempts < want * 50 + 100 {
-                attempts += 1;
-                let pa = people[rng.random_range(0..people.len())];
-                let pb = people[rng.random_range(0..people.len())];
-                if pa == pb {
-                    continue;
-                }
-                let a = (pa, rng.random_range(0..images_per_person[pa]));
-                let b = (pb, rng.random_range(0..images_per_person[pb]));
-                diff.insert(if a < b { (a, b) } else { (b, a) });
-            }
-        }
+        let diff = crate::eval::pairs::different_pairs(images_per_person, same.len(), &mut rng);
         let mut index: HashMap<(usize, usize), usize> = HashMap::new();
         let mut items = Vec::new();
         let mut id = |x: (usize, usize)| -> usize {
@@ -63,8 +46,8 @@ impl ValPairs {
         for (a, b) in same {
             pairs.push((id(a), id(b), true));
         }
-        for (a, b) in diff {
-            pairs.push((id(a), id(b), false));
+        for (p, i, q, j) in diff {
+            pairs.push((id((p, i)), id((q, j)), false));
         }
         Self { items, pairs }
     }
@@ -111,12 +94,7 @@ pub fn pair_distances(
     let mut rows: Vec<Vec<f32>> = Vec::with_capacity(pairs.items.len());
     for chunk in pairs.items.chunks(batch.max(1)) {
         let x = eval_tensor(cache, pre, chunk, device)?;
-        let mut e = net.forward_t(&x, false)?;
-        if pre.flip_tta {
-            let ef = net.forward_t(&x.flip(&[3])?, false)?;
-            e = crate::model::layers::l2_normalize(&(e + ef)?)?;
-        }
-        let e: Tensor = e.to_device(&Device::Cpu)?;
+        let e = net.embed(&x, pre.flip_tta)?.to_device(&Device::Cpu)?;
         rows.extend(e.to_vec2::<f32>()?);
     }
     Ok(pairs
@@ -142,6 +120,7 @@ pub fn score(distances: &[f32], pairs: &ValPairs) -> Result<ValResult> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     #[test]
     fn pairs_are_valid_distinct_and_deterministic() {

@@ -1,4 +1,6 @@
-//! Pairwise distances between embeddings.
+//! Distances between embeddings, apart from the losses that use them (as pytorch-metric-learning
+//! keeps `distances/` apart from `losses/`): the [`Distance`] a model is trained and compared
+//! with, pairwise / cross / paired distance matrices, and the one row [`l2_normalize`].
 //!
 //! The euclidean distance follows Olivier Moindrot's "Triplet Loss and Online Triplet Mining in
 //! TensorFlow" (2018) and the project's PyTorch reference `shared/reference/triplet_ref.py`: the
@@ -49,8 +51,9 @@ impl std::str::FromStr for Distance {
     }
 }
 
-/// Norm floor used when normalising embeddings for the cosine distance.
-const COSINE_EPS: f64 = 1e-12;
+/// Smallest squared norm [`l2_normalize`] divides by: PyTorch's `F.normalize` floors the norm at
+/// `1e-12`, so its square at `1e-24`.
+pub const L2_EPS: f64 = 1e-24;
 
 /// Checks that `x` is a 2-D float tensor and returns its shape.
 fn dims2(x: &Tensor, what: &str) -> Result<(usize, usize)> {
@@ -78,10 +81,34 @@ pub fn safe_sqrt(squared: &Tensor) -> Result<Tensor> {
     Ok(root.mul(&(1.0 - zero)?)?)
 }
 
-/// Rows of `x` divided by their L2 norm (floored by a tiny epsilon so that a zero row stays finite).
-fn l2_normalize(x: &Tensor) -> Result<Tensor> {
-    let norm = (x.sqr()?.sum_keepdim(D::Minus1)? + COSINE_EPS)?.sqrt()?;
-    Ok(x.broadcast_div(&norm)?)
+/// L2-normalises the rows of a (N, D) tensor as PyTorch's `F.normalize(x, p=2, dim=-1)`:
+/// `x / max(‖x‖, 1e-12)`, written as `sqrt(max(‖x‖², 1e-24))` so that a zero row gives zeros
+/// with a finite gradient.
+pub fn l2_normalize(x: &Tensor) -> candle_core::Result<Tensor> {
+    let norm = x.sqr()?.sum_keepdim(D::Minus1)?.maximum(L2_EPS)?.sqrt()?;
+    x.broadcast_div(&norm)
+}
+
+/// `‖a‖² − 2a·b + ‖b‖²` from the squared norms of the rows (`rows_sq`, (N,)), of the columns
+/// (`cols_sq`, (M,)) and the dot products (`dot`, (N, M)), in the reference's order of operations
+/// (`cols[None, :] − 2 dot + rows[:, None]`), clamped at 0; its safe square root for
+/// [`Distance::Euclidean`].
+fn euclidean_from_dots(
+    rows_sq: &Tensor,
+    dot: &Tensor,
+    cols_sq: &Tensor,
+    distance: Distance,
+) -> Result<Tensor> {
+    let d = cols_sq
+        .unsqueeze(0)?
+        .broadcast_sub(&(dot * 2.0)?)?
+        .broadcast_add(&rows_sq.unsqueeze(1)?)?;
+    let d = clamp_min_zero(&d)?;
+    if distance == Distance::Euclidean {
+        safe_sqrt(&d)
+    } else {
+        Ok(d)
+    }
 }
 
 /// All pairwise distances between the rows of `x`: (B, D) → (B, B).
@@ -96,17 +123,7 @@ pub fn pairwise_distance(x: &Tensor, distance: Distance) -> Result<Tensor> {
         Distance::Euclidean | Distance::SquaredEuclidean => {
             let dot = x.matmul(&x.t()?)?;
             let sq = dot.mul(&eye)?.sum(1)?; // diagonal of the Gram matrix, (B,)
-                                             // sq[None, :] - 2 dot + sq[:, None], in the reference's order of operations.
-            let d = sq
-                .unsqueeze(0)?
-                .broadcast_sub(&(&dot * 2.0)?)?
-                .broadcast_add(&sq.unsqueeze(1)?)?;
-            let d = clamp_min_zero(&d)?;
-            if distance == Distance::Euclidean {
-                safe_sqrt(&d)
-            } else {
-                Ok(d)
-            }
+            euclidean_from_dots(&sq, &dot, &sq, distance)
         }
         Distance::Cosine => {
             let n = l2_normalize(x)?;
@@ -131,16 +148,7 @@ pub fn cross_distance(a: &Tensor, b: &Tensor, distance: Distance) -> Result<Tens
             let dot = a.matmul(&b.t()?)?;
             let sa = a.sqr()?.sum(1)?;
             let sb = b.sqr()?.sum(1)?;
-            let d = sb
-                .unsqueeze(0)?
-                .broadcast_sub(&(&dot * 2.0)?)?
-                .broadcast_add(&sa.unsqueeze(1)?)?;
-            let d = clamp_min_zero(&d)?;
-            if distance == Distance::Euclidean {
-                safe_sqrt(&d)
-            } else {
-                Ok(d)
-            }
+            euclidean_from_dots(&sa, &dot, &sb, distance)
         }
         Distance::Cosine => {
             let d = (1.0 - l2_normalize(a)?.matmul(&l2_normalize(b)?.t()?)?)?;
@@ -178,4 +186,17 @@ pub(crate) fn ensure_float(x: &Tensor, what: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn l2_normalize_unit_rows_and_zero_row() {
+        let x = Tensor::new(&[[3f32, 4.0], [0.0, 0.0]], &Device::Cpu).unwrap();
+        let y = l2_normalize(&x).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(y, vec![vec![0.6, 0.8], vec![0.0, 0.0]]);
+    }
 }
