@@ -358,6 +358,114 @@ mod tests {
         }
     }
 
+    /// A loopback server answering each connection with the next scripted reply (raw HTTP),
+    /// then closing it; returns its URL and the request heads it saw.
+    fn scripted_server(replies: Vec<Vec<u8>>) -> (String, std::thread::JoinHandle<Vec<String>>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let handle = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            for reply in replies {
+                let (mut stream, _) = listener.accept().unwrap();
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap() == 1 {
+                    head.push(byte[0]);
+                }
+                seen.push(String::from_utf8_lossy(&head).to_ascii_lowercase());
+                stream.write_all(&reply).unwrap();
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+            }
+            seen
+        });
+        (url, handle)
+    }
+
+    const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
+
+    /// A reply with the Hub's file headers and `body`, announcing `len` bytes.
+    fn reply(status: &str, len: usize, extra: &str, body: &[u8]) -> Vec<u8> {
+        let mut r = format!(
+            "HTTP/1.1 {status}\r\nETag: \"e1\"\r\nX-Repo-Commit: {COMMIT}\r\n\
+             Content-Length: {len}\r\n{extra}Connection: close\r\n\r\n"
+        )
+        .into_bytes();
+        r.extend_from_slice(body);
+        r
+    }
+
+    fn fetch_with(
+        url: &str,
+        cache: &Path,
+        retries: usize,
+    ) -> std::result::Result<PathBuf, FetchError> {
+        let opts = HubOptions {
+            endpoint: Some(url.to_string()),
+            cache_dir: Some(cache.to_path_buf()),
+            token: Some("t".into()),
+            retries: Some(retries),
+            ..HubOptions::default()
+        };
+        let r: HubRef = "hf:o/n".parse().unwrap();
+        Fetcher::new(&opts)
+            .unwrap()
+            .fetch_raw(RepoKind::Model, &r, "w.bin")
+    }
+
+    #[test]
+    fn a_download_cut_short_resumes_with_range() {
+        let body = b"0123456789abcdefghijklmnopqrstuv";
+        let (url, server) = scripted_server(vec![
+            reply("200 OK", 32, "", b""),
+            reply("200 OK", 32, "", &body[..10]),
+            reply("206 Partial Content", 22, "", &body[10..]),
+        ]);
+        let cache = tempfile::tempdir().unwrap();
+        let p = fetch_with(&url, cache.path(), 1).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), body);
+        let seen = server.join().unwrap();
+        assert!(
+            seen[0].starts_with("head /o/n/resolve/main/w.bin"),
+            "{seen:?}"
+        );
+        assert!(seen[2].contains("range: bytes=10-"), "{seen:?}");
+        assert!(seen[0].contains("authorization: bearer t"), "{seen:?}");
+        let blobs = cache.path().join("models--o--n/blobs");
+        assert_eq!(std::fs::read_dir(blobs).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_download_cut_short_without_retries_is_an_error() {
+        let (url, server) = scripted_server(vec![
+            reply("200 OK", 32, "", b""),
+            reply("200 OK", 32, "", b"0123456789"),
+        ]);
+        let cache = tempfile::tempdir().unwrap();
+        let err = fetch_with(&url, cache.path(), 0).unwrap_err();
+        assert!(matches!(err, FetchError::CutShort(_)), "{err:?}");
+        server.join().unwrap();
+        assert!(!cache.path().join("models--o--n/blobs/e1").exists());
+    }
+
+    #[test]
+    fn a_relative_redirect_of_the_head_is_followed() {
+        let moved = "HTTP/1.1 307 Temporary Redirect\r\nLocation: /p/n/resolve/main/w.bin\r\n\
+                     Content-Length: 0\r\nConnection: close\r\n\r\n";
+        let (url, server) = scripted_server(vec![
+            moved.as_bytes().to_vec(),
+            reply("200 OK", 4, "", b""),
+            reply("200 OK", 4, "", b"data"),
+        ]);
+        let cache = tempfile::tempdir().unwrap();
+        let p = fetch_with(&url, cache.path(), 0).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"data");
+        let seen = server.join().unwrap();
+        assert!(
+            seen[1].starts_with("head /p/n/resolve/main/w.bin"),
+            "{seen:?}"
+        );
+    }
+
     #[test]
     fn etags_lose_quotes_and_weak_marker() {
         assert_eq!(normalize_etag("\"abc123\""), "abc123");
