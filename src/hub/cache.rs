@@ -51,9 +51,13 @@ pub(super) enum Lookup {
     Unknown,
 }
 
+/// The variable's value, when set and not blank.
+pub(super) fn env_nonempty(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
 /// `HF_HOME`, else `$XDG_CACHE_HOME/huggingface`, else `~/.cache/huggingface`.
 pub(super) fn hf_home() -> Option<PathBuf> {
-    use super::http::env_nonempty;
     if let Some(h) = env_nonempty("HF_HOME") {
         return Some(PathBuf::from(h));
     }
@@ -67,7 +71,6 @@ pub(super) fn hf_home() -> Option<PathBuf> {
 /// The cache folder when the options name none: `HF_HUB_CACHE`, else `HUGGINGFACE_HUB_CACHE`,
 /// else `<HF_HOME>/hub`.
 pub(super) fn default_cache_dir() -> PathBuf {
-    use super::http::env_nonempty;
     env_nonempty("HF_HUB_CACHE")
         .or_else(|| env_nonempty("HUGGINGFACE_HUB_CACHE"))
         .map(PathBuf::from)

@@ -144,21 +144,6 @@ fn status_message(cx: &Context, r: &HubRef, f: &Failure) -> String {
     }
 }
 
-/// An error and its sources, joined with `: ` (skipping a source already quoted by its parent).
-pub(super) fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        let t = inner.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        source = inner.source();
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

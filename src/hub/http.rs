@@ -2,6 +2,7 @@
 //! retries with exponential backoff on transient failures (as `huggingface_hub` does), and the
 //! Hub's error answers (status, `X-Error-Code`, `X-Error-Message`) kept as [`HttpError`].
 
+use super::cache::{env_nonempty, hf_home};
 use super::HubOptions;
 use crate::{Error, Result};
 use std::time::Duration;
@@ -234,8 +235,8 @@ fn classify(
     match result {
         Ok(resp) if resp.status().is_success() || resp.status().is_redirection() => Ok(resp),
         Ok(resp) => Err(HttpError::Status(Failure::from_response(&resp))),
-        Err(e) if is_unreachable(&e) => Err(HttpError::Unreachable(super::errors::chain(&e))),
-        Err(e) => Err(HttpError::Transport(super::errors::chain(&e))),
+        Err(e) if is_unreachable(&e) => Err(HttpError::Unreachable(chain(&e))),
+        Err(e) => Err(HttpError::Transport(chain(&e))),
     }
 }
 
@@ -309,14 +310,9 @@ fn implicit_token() -> Option<String> {
     }
     let file = env_nonempty("HF_TOKEN_PATH")
         .map(std::path::PathBuf::from)
-        .or_else(|| super::cache::hf_home().map(|h| h.join("token")))?;
+        .or_else(|| hf_home().map(|h| h.join("token")))?;
     let token = std::fs::read_to_string(file).ok()?.trim().to_string();
     (!token.is_empty()).then_some(token)
-}
-
-/// The variable's value, when set and not blank.
-pub(super) fn env_nonempty(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
 /// A timeout in seconds from the variable, 10 s when unset or not a positive number.
@@ -325,6 +321,21 @@ fn env_seconds(name: &str) -> Duration {
         .and_then(|v| v.trim().parse::<f64>().ok())
         .filter(|s| s.is_finite() && *s > 0.0)
         .map_or(Duration::from_secs(10), Duration::from_secs_f64)
+}
+
+/// An error and its sources, joined with `: ` (skipping a source already quoted by its parent).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        let t = inner.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        source = inner.source();
+    }
+    s
 }
 
 #[cfg(test)]
