@@ -13,20 +13,23 @@ use std::path::PathBuf;
 pub struct HubOptions {
     /// Never touch the network: resolve files from the local cache only.
     pub offline: bool,
-    /// Base URL of the Hub (default `https://huggingface.co`), e.g. a mirror.
+    /// Base URL of the Hub, e.g. a mirror. When `None`: `HF_ENDPOINT`, else
+    /// `https://huggingface.co`.
     pub endpoint: Option<String>,
-    /// Access token for private or gated repositories. When `None`, hf-hub falls back to
-    /// `HF_TOKEN`, `HF_TOKEN_PATH` and `$HF_HOME/token` (set `HF_HUB_DISABLE_IMPLICIT_TOKEN`
-    /// to prevent that).
+    /// Access token for private or gated repositories, sent to the endpoint's host only. When
+    /// `None`, the token `huggingface_hub` would use is taken: `HF_TOKEN`, else the file named
+    /// by `HF_TOKEN_PATH`, else `$HF_HOME/token` (set `HF_HUB_DISABLE_IMPLICIT_TOKEN` to
+    /// prevent that).
     pub token: Option<String>,
     /// The Hub cache folder (the one holding `models--owner--name`). When `None`:
-    /// `HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`.
+    /// `HF_HUB_CACHE`, else `$HF_HOME/hub`, else `$XDG_CACHE_HOME/huggingface/hub`, else
+    /// `~/.cache/huggingface/hub`.
     pub cache_dir: Option<PathBuf>,
     /// Draw a progress bar on stderr for large downloads (hidden when stderr is not a terminal).
     pub progress: bool,
     /// How many times a request that failed transiently (connection refused, timeout, HTTP
-    /// 500/502/503/504, 429) is retried, with exponential backoff; `None` keeps hf-hub's
-    /// default (5).
+    /// 408/429/500/502/503/504) is retried, with exponential backoff, and how many times a
+    /// download cut short is resumed; `None` means 5.
     pub retries: Option<usize>,
 }
 
