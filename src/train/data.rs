@@ -7,7 +7,7 @@ use super::events::TrainEvent;
 use super::options::TrainOptions;
 use super::validate::ValPairs;
 use crate::data::augment::Augment;
-use crate::data::folder::Split;
+use crate::data::image_folder::Split;
 use crate::data::loader::ImageCache;
 use crate::data::preprocess::Preprocess;
 use crate::data::ImageFolder;
