@@ -11,6 +11,7 @@ use super::checkpoint::{self, Checkpoint, TrainState};
 use super::id_head::IdHead;
 use super::optim::AdamW;
 use super::options::TrainOptions;
+use super::seeded_init::SeededVarMap;
 use crate::model::{EmbeddingNet, ModelConfig, TRAINING_ONLY_PREFIX};
 use crate::{Error, Result};
 
@@ -46,7 +47,8 @@ impl Model {
         device: &Device,
     ) -> Result<Self> {
         let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+        // Fresh weights drawn from the run's seed: the same options give the same run.
+        let vb = SeededVarMap::new(varmap.clone(), opts.seed).var_builder(DType::F32, device);
         let net = EmbeddingNet::new(&opts.architecture, vb.clone())?;
         let reference = match init {
             Some((_, tensors)) if opts.keep_init > 0.0 => {
