@@ -173,7 +173,7 @@ fn bench_loader() -> Res<()> {
         Some(p) => (p, "shared/data/lfw/train"),
         None => {
             tmp = tempfile::tempdir().map_err(|e| candle_face::Error::Msg(e.to_string()))?;
-            candle_face::demo::write_dataset(tmp.path(), 200, 8, 250, 1)?;
+            candle_face::synthetic::write_dataset(tmp.path(), 200, 8, 250, 1)?;
             (tmp.path().to_path_buf(), "generated 250×250 PNGs")
         }
     };

@@ -17,7 +17,7 @@ fn main() -> anyhow::Result<()> {
     for d in [&images, &configs, &models] {
         std::fs::create_dir_all(d)?;
     }
-    let img = candle_face::demo::Identity::new(1, 0).render(12, 0);
+    let img = candle_face::synthetic::Identity::new(1, 0).render(12, 0);
     let dynimg = image::DynamicImage::ImageRgb8(img.clone());
     for (ext, fmt) in [
         ("png", image::ImageFormat::Png),
@@ -33,7 +33,7 @@ fn main() -> anyhow::Result<()> {
     image::DynamicImage::ImageRgba8(dynimg.to_rgba8()).save(images.join("rgba.png"))?;
 
     let tmp = tempfile::tempdir()?;
-    candle_face::demo::write_untrained_model(tmp.path(), 0.5, false)?;
+    candle_face::synthetic::write_untrained_model(tmp.path(), 0.5, false)?;
     std::fs::copy(tmp.path().join("config.json"), configs.join("config.json"))?;
     std::fs::copy(
         tmp.path().join("model.safetensors"),

@@ -16,7 +16,7 @@ fn main() -> candle_face::Result<()> {
     let data = tmp.path().join("data");
     let out = tmp.path().join("model");
     // 40 synthetic people × 6 images, 48×48 pixels.
-    let people = candle_face::demo::write_dataset(&data, 40, 6, 48, 1)?;
+    let people = candle_face::synthetic::write_dataset(&data, 40, 6, 48, 1)?;
 
     let mut opts = TrainOptions::new(&data, &out);
     opts.architecture = Architecture::CompactCnn(CompactCnnConfig {

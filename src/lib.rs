@@ -18,12 +18,12 @@
 //! - [`infer`]: the inference-only path ([`infer::Embedder`], [`infer::Verifier`]);
 //! - [`detect`]: MTCNN face detection and alignment;
 //! - [`eval`]: pair protocols and verification metrics;
+//! - [`synthetic`]: generated face-like images with identities (the demo and the tests);
 //! - `hub` (feature `hub`, on by default): `hf:owner/name[@revision]` references resolved to
 //!   files in the Hugging Face Hub cache.
 
 pub mod convert;
 pub mod data;
-pub mod demo;
 pub mod detect;
 pub mod distance;
 pub mod error;
@@ -36,6 +36,7 @@ pub mod infer;
 pub mod loss;
 pub mod model;
 pub mod ops;
+pub mod synthetic;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -11,7 +11,7 @@ fn cli() -> Command {
 }
 
 fn face(seed: u64, person: u64) -> RgbImage {
-    candle_face::demo::Identity::new(9, person).render(40, seed)
+    candle_face::synthetic::Identity::new(9, person).render(40, seed)
 }
 
 fn jpeg_bytes(img: &RgbImage) -> Vec<u8> {
@@ -213,7 +213,7 @@ fn tiny_model(root: &Path) -> PathBuf {
     use candle_face::model::{Architecture, CompactCnnConfig};
     use candle_face::train::{train, Duration, TrainOptions};
     let data = root.join("train-data");
-    candle_face::demo::write_dataset(&data, 8, 3, 40, 5).unwrap();
+    candle_face::synthetic::write_dataset(&data, 8, 3, 40, 5).unwrap();
     let out = root.join("model");
     let mut o = TrainOptions::new(&data, &out);
     o.architecture = Architecture::CompactCnn(CompactCnnConfig {

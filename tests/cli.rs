@@ -48,7 +48,7 @@ fn train_resume_verify_embed() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let out = tmp.path().join("run");
-    let people = candle_face::demo::write_dataset(&data, 10, 4, 40, 3).unwrap();
+    let people = candle_face::synthetic::write_dataset(&data, 10, 4, 40, 3).unwrap();
     std::fs::write(data.join("person_000").join("notes.txt"), "not an image").unwrap();
 
     // First run: 6 steps, then a second run to 12 steps with --resume.
@@ -230,7 +230,7 @@ fn per_stage_blocks_and_augmentation_flags_reach_the_model_folder() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let out = tmp.path().join("run");
-    let people = candle_face::demo::write_dataset(&data, 6, 3, 40, 5).unwrap();
+    let people = candle_face::synthetic::write_dataset(&data, 6, 3, 40, 5).unwrap();
     let mut args = train_args(&data, &out, "2");
     args.extend(
         [
@@ -314,7 +314,7 @@ fn identity_loss_trains_resumes_and_stays_out_of_the_model() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let out = tmp.path().join("run");
-    let people = candle_face::demo::write_dataset(&data, 10, 4, 40, 9).unwrap();
+    let people = candle_face::synthetic::write_dataset(&data, 10, 4, 40, 9).unwrap();
     let with_id = |steps: &str, extra: &[&str]| {
         let mut args = train_args(&data, &out, steps);
         args.extend(

@@ -777,7 +777,7 @@ fn hub_references_parse_and_reject_bad_input() {
 
 /// A real (tiny, untrained) candle-face model folder: `(config.json, model.safetensors)` bytes.
 fn tiny_model_files(dir: &Path) -> (Vec<u8>, Vec<u8>) {
-    candle_face::demo::write_untrained_model(dir, 0.5, false).unwrap();
+    candle_face::synthetic::write_untrained_model(dir, 0.5, false).unwrap();
     (
         std::fs::read(dir.join("config.json")).unwrap(),
         std::fs::read(dir.join("model.safetensors")).unwrap(),
@@ -796,11 +796,11 @@ fn cli_verify_with_a_hub_model_online_then_offline() {
     std::fs::create_dir_all(&imgs).unwrap();
     let a = imgs.join("a.png");
     let b = imgs.join("b.png");
-    candle_face::demo::Identity::new(1, 0)
+    candle_face::synthetic::Identity::new(1, 0)
         .render(32, 0)
         .save(&a)
         .unwrap();
-    candle_face::demo::Identity::new(1, 1)
+    candle_face::synthetic::Identity::new(1, 1)
         .render(32, 0)
         .save(&b)
         .unwrap();
@@ -961,7 +961,7 @@ fn hf_parquet(rows: &[(Option<Vec<u8>>, i64)], names: &[String]) -> Vec<u8> {
 fn cli_train_from_a_hub_parquet_dataset_online_then_offline() {
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("src");
-    let people = candle_face::demo::write_dataset(&src, 8, 4, 40, 5).unwrap();
+    let people = candle_face::synthetic::write_dataset(&src, 8, 4, 40, 5).unwrap();
     let names: Vec<String> = (0..8).map(|i| format!("Person {i}")).collect();
     let mut rows: Vec<(Option<Vec<u8>>, i64)> = Vec::new();
     for (label, imgs) in people.iter().enumerate() {

@@ -93,7 +93,7 @@ fn summary(out: &Path) -> (u64, f32) {
 fn kill_nine_then_resume_finishes_like_an_uninterrupted_run() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    candle_face::demo::write_dataset(&data, 10, 4, 40, 5).unwrap();
+    candle_face::synthetic::write_dataset(&data, 10, 4, 40, 5).unwrap();
 
     // Reference: never killed.
     let reference = tmp.path().join("reference");

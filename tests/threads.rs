@@ -12,11 +12,11 @@ fn shared_embedder_gives_identical_results_across_threads() {
     assert_send_sync::<Verifier>();
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("model");
-    candle_face::demo::write_untrained_model(&model, 0.7, true).unwrap();
+    candle_face::synthetic::write_untrained_model(&model, 0.7, true).unwrap();
     let imgs: Vec<_> = (0..6)
         .map(|i| {
             let p = dir.path().join(format!("{i}.png"));
-            candle_face::demo::Identity::new(3, i % 3)
+            candle_face::synthetic::Identity::new(3, i % 3)
                 .render(48, i)
                 .save(&p)
                 .unwrap();
