@@ -24,6 +24,7 @@ pub mod detect;
 pub mod error;
 pub mod eval;
 pub mod fsutil;
+pub mod gallery;
 #[cfg(feature = "hub")]
 pub mod hub;
 pub mod infer;

@@ -7,8 +7,6 @@
 pub mod bundled;
 pub mod embedder;
 pub mod face;
-pub mod gallery;
-pub mod ivf;
 pub mod source;
 pub mod store;
 pub mod verifier;
@@ -16,8 +14,6 @@ pub mod verifier;
 pub use bundled::{has_bundled_model, BundledModel};
 pub use embedder::Embedder;
 pub use face::FaceFinder;
-pub use gallery::{Candidate, Gallery, Identification};
-pub use ivf::IvfIndex;
 pub use source::{LoadOptions, ModelSource};
 pub use store::{read_embeddings, write_embeddings};
 pub use verifier::{embedding_distance, Verdict, Verifier};
