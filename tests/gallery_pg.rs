@@ -294,3 +294,111 @@ fn bad_url_server_down_wrong_table_and_no_extension_are_clear_errors() {
         "{e}"
     );
 }
+
+mod common;
+
+fn cli() -> assert_cmd::Command {
+    assert_cmd::Command::cargo_bin("candle-face").unwrap()
+}
+
+/// One `identify --json` answer: image, identity, and the candidates' names and distances.
+type Answer = (String, String, Vec<(String, f64)>);
+
+/// `identify --json` answers.
+fn identify_json(
+    model: &std::path::Path,
+    gallery: &str,
+    images: &[std::path::PathBuf],
+) -> Vec<Answer> {
+    let out = cli()
+        .args([
+            "identify",
+            "--top-k",
+            "3",
+            "--threshold",
+            "0.5",
+            "--json",
+            "--exact",
+        ])
+        .arg("--model")
+        .arg(model)
+        .args(["--gallery", gallery])
+        .args(images)
+        .assert()
+        .success();
+    String::from_utf8_lossy(&out.get_output().stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let cands = v["candidates"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| {
+                    (
+                        c["name"].as_str().unwrap().to_string(),
+                        c["distance"].as_f64().unwrap(),
+                    )
+                })
+                .collect();
+            (v["image"].to_string(), v["identity"].to_string(), cands)
+        })
+        .collect()
+}
+
+fn list_json(gallery: &str) -> serde_json::Value {
+    let out = cli()
+        .args(["gallery", "--gallery", gallery, "list", "--json"])
+        .assert()
+        .success();
+    serde_json::from_slice(&out.get_output().stdout).unwrap()
+}
+
+#[test]
+fn cli_enroll_identify_list_remove_agree_with_the_file_gallery() {
+    let Some(url) = server() else { return };
+    let url = table_url(&url, "cli");
+    drop_table(&url);
+    let tmp = tempfile::tempdir().unwrap();
+    let model = common::tiny_model(tmp.path());
+    let people = tmp.path().join("people");
+    candle_face::demo::write_dataset(&people, 6, 3, 40, 7).unwrap();
+    let file = tmp.path().join("g.safetensors").display().to_string();
+    for gallery in [file.as_str(), url.as_str(), url.as_str()] {
+        cli()
+            .arg("enroll")
+            .arg("--model")
+            .arg(&model)
+            .arg("--data")
+            .arg(&people)
+            .args(["--gallery", gallery])
+            .assert()
+            .success();
+    }
+    // Enrolled twice into the database: still one row per photo.
+    let (f, p) = (list_json(&file), list_json(&url));
+    assert_eq!(f["people"], p["people"]);
+    assert_eq!(f["model"], p["model"]);
+    assert_eq!(p["people"].as_array().unwrap().len(), 6);
+    let images = common::sorted_files(&people.join(p["people"][0]["name"].as_str().unwrap()), 2);
+    let (want, got) = (
+        identify_json(&model, &file, &images),
+        identify_json(&model, &url, &images),
+    );
+    assert_eq!(want.len(), 2);
+    for (w, g) in want.iter().zip(&got) {
+        assert_eq!((&w.0, &w.1), (&g.0, &g.1));
+        assert_eq!(w.2.len(), g.2.len());
+        for (a, b) in w.2.iter().zip(&g.2) {
+            assert_eq!(a.0, b.0);
+            assert!((a.1 - b.1).abs() < 1e-4, "{a:?} vs {b:?}");
+        }
+    }
+    let gone = p["people"][0]["name"].as_str().unwrap().to_string();
+    cli()
+        .args(["gallery", "--gallery", &url, "remove", &gone])
+        .assert()
+        .success();
+    assert_eq!(list_json(&url)["people"].as_array().unwrap().len(), 5);
+    PgGallery::open(&url).unwrap().destroy().unwrap();
+}

@@ -63,7 +63,7 @@ pub fn run_enroll(a: EnrollArgs) -> Result<()> {
         for (row, i) in emb.to_vec2::<f32>()?.into_iter().zip(kept) {
             batch.push(Face {
                 person: person.name.clone(),
-                source: person.images[i].display().to_string(),
+                source: source_of(&person.images[i]),
                 embedding: row,
             });
         }
@@ -94,6 +94,15 @@ pub fn run_enroll(a: EnrollArgs) -> Result<()> {
         g.len()?,
     );
     Ok(())
+}
+
+/// A face's source: the image's absolute path (so that enrolling the same photo again, from
+/// any working directory, replaces it).
+fn source_of(image: &std::path::Path) -> String {
+    std::fs::canonicalize(image)
+        .unwrap_or_else(|_| image.to_path_buf())
+        .display()
+        .to_string()
 }
 
 /// Arguments of `identify`.
