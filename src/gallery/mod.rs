@@ -6,7 +6,8 @@
 //! - `postgres::PgGallery` (feature `postgres`): a PostgreSQL table searched by pgvector's HNSW
 //!   index, for galleries shared by several servers, concurrent enrolment, replicas and backups.
 //!
-//! [`open`] picks the backend from a location: a path, or a `postgres://` / `postgresql://` URL
+//! [`open_for_enroll`] and [`open_existing`] pick the backend from a location: a path, or a
+//! `postgres://` / `postgresql://` URL
 //! ([`Location`]).
 //!
 //! A gallery stores one row per enrolled face: the person, the face's source (the image path),
