@@ -78,6 +78,15 @@ pub enum Error {
     /// Anything else, with a message.
     #[error("{0}")]
     Msg(String),
+
+    /// A gallery database refused or failed a request.
+    #[error("{server}: {reason}")]
+    Database {
+        /// The server and table, without password (`postgres://user@host:port/db?table=t`).
+        server: String,
+        /// What went wrong and what to do about it.
+        reason: String,
+    },
 }
 
 impl Error {

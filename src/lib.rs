@@ -29,6 +29,7 @@ pub mod distance;
 pub mod error;
 pub mod eval;
 pub mod fsutil;
+pub mod gallery;
 #[cfg(feature = "hub")]
 pub mod hub;
 pub mod image;

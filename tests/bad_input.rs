@@ -1,7 +1,10 @@
 //! A bad-input corpus, generated at test time, run through the CLI: every case gives the
 //! behaviour a user expects, errors name the file, and nothing panics.
 
+mod common;
+
 use assert_cmd::Command;
+use common::tiny_model;
 use image::{ImageEncoder, Rgb, RgbImage};
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -205,34 +208,6 @@ fn bad_images(dir: &Path) -> Vec<(PathBuf, &'static str)> {
             (p, why)
         })
         .collect()
-}
-
-/// A tiny trained model (library call, a few steps on synthetic people).
-fn tiny_model(root: &Path) -> PathBuf {
-    use candle_face::data::preprocess::Preprocess;
-    use candle_face::model::{Architecture, CompactCnnConfig};
-    use candle_face::train::{train, Duration, TrainOptions};
-    let data = root.join("train-data");
-    candle_face::synthetic::write_dataset(&data, 8, 3, 40, 5).unwrap();
-    let out = root.join("model");
-    let mut o = TrainOptions::new(&data, &out);
-    o.architecture = Architecture::CompactCnn(CompactCnnConfig {
-        channels: vec![4, 8],
-        embedding_dim: 8,
-        image_size: 16,
-        ..Default::default()
-    });
-    o.preprocess = Preprocess {
-        image_size: 16,
-        crop_fraction: 0.9,
-        ..Preprocess::compact_default()
-    };
-    o.duration = Duration::Steps(3);
-    o.people_per_batch = 4;
-    o.images_per_person = 2;
-    o.val_fraction = 0.0;
-    train(&o, &mut |_| {}).unwrap();
-    out
 }
 
 fn stderr_of(a: &assert_cmd::assert::Assert) -> String {

@@ -40,6 +40,8 @@ enum Command {
     Enroll(gallery::EnrollArgs),
     /// Identify faces against an enrolled gallery.
     Identify(gallery::IdentifyArgs),
+    /// List or remove the people of a gallery (a file or a PostgreSQL URL).
+    Gallery(gallery::GalleryArgs),
     /// Find faces and landmarks in photos (bundled MTCNN); optionally write face crops.
     Detect(detect::DetectCmdArgs),
     /// Detect and crop the main face of every image of a labelled folder into a new folder
@@ -68,5 +70,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pairs(a) => eval::run_pairs(a),
         Command::Enroll(a) => gallery::run_enroll(a),
         Command::Identify(a) => gallery::run_identify(a),
+        Command::Gallery(a) => gallery::run_gallery(a),
     }
 }

@@ -6,8 +6,6 @@
 
 pub mod bundled_models;
 pub mod embedder;
-pub mod gallery;
-pub mod ivf;
 pub mod source;
 pub mod store;
 pub mod verifier;
@@ -15,8 +13,6 @@ pub mod verifier;
 pub use crate::detect::FaceFinder;
 pub use bundled_models::{has_bundled_model, BundledModel};
 pub use embedder::Embedder;
-pub use gallery::{Candidate, Gallery, Identification};
-pub use ivf::IvfIndex;
 pub use source::{LoadOptions, ModelSource};
 pub use store::{read_embeddings, write_embeddings};
 pub use verifier::{embedding_distance, Verdict, Verifier};

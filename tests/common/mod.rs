@@ -69,3 +69,31 @@ pub fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
         .to_scalar::<f32>()
         .unwrap()
 }
+
+/// A tiny trained model (library call, a few steps on synthetic people).
+pub fn tiny_model(root: &std::path::Path) -> PathBuf {
+    use candle_face::data::preprocess::Preprocess;
+    use candle_face::model::{Architecture, CompactCnnConfig};
+    use candle_face::train::{train, Duration, TrainOptions};
+    let data = root.join("train-data");
+    candle_face::synthetic::write_dataset(&data, 8, 3, 40, 5).unwrap();
+    let out = root.join("model");
+    let mut o = TrainOptions::new(&data, &out);
+    o.architecture = Architecture::CompactCnn(CompactCnnConfig {
+        channels: vec![4, 8],
+        embedding_dim: 8,
+        image_size: 16,
+        ..Default::default()
+    });
+    o.preprocess = Preprocess {
+        image_size: 16,
+        crop_fraction: 0.9,
+        ..Preprocess::compact_default()
+    };
+    o.duration = Duration::Steps(3);
+    o.people_per_batch = 4;
+    o.images_per_person = 2;
+    o.val_fraction = 0.0;
+    train(&o, &mut |_| {}).unwrap();
+    out
+}
