@@ -166,7 +166,8 @@ impl Pair<'_> {
     }
 }
 
-/// Scans all anchors in parallel chunks of `chunk` rows.
+/// Scans all anchors in parallel chunks of `chunk` rows; the chunks' sums are added in order, so
+/// the loss has the same bits on every run.
 fn scan_all<T: Copy + Into<f64> + Sync>(
     d: &[T],
     b: usize,
@@ -181,7 +182,9 @@ fn scan_all<T: Copy + Into<f64> + Sync>(
             let rows = c * chunk..((c + 1) * chunk).min(b);
             scan_rows(d, b, sets, term, rows, None)
         })
-        .reduce(BatchAllScan::default, BatchAllScan::merge)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .fold(BatchAllScan::default(), BatchAllScan::merge)
 }
 
 /// Scans all anchors and returns the gradient of the loss with respect to the distances
@@ -203,7 +206,9 @@ fn gradient<T: Copy + Into<f64> + Sync>(
             let rows = c * chunk..((c + 1) * chunk).min(b);
             scan_rows(d, b, sets, term, rows, Some(g))
         })
-        .reduce(BatchAllScan::default, BatchAllScan::merge);
+        .collect::<Vec<_>>()
+        .into_iter()
+        .fold(BatchAllScan::default(), BatchAllScan::merge);
     let scale = if scan.valid == 0 {
         0.0
     } else {

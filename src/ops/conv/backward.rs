@@ -114,33 +114,52 @@ pub(super) fn input_grad_bands(dy: &[f32], w: &[f32], g: &Geom, dx: &mut [f32], 
 pub(super) fn weight_grad_bands(x: &[f32], dy: &[f32], g: &Geom, bands: &Bands) -> Vec<f32> {
     let (k, p, w_len) = (g.k(), g.p(), g.o * g.k());
     let band_px = bands.rows * g.ow;
-    x.par_chunks(g.in_len())
-        .zip(dy.par_chunks(g.o * p))
-        .fold(
-            // SAFETY: `col` is written by `im2col_rows` (every element of the band's rows)
-            // before the GEMM reads it.
-            || (vec![0f32; w_len], unsafe { uninit_f32(k * band_px) }),
-            |(mut dw, mut col), (xi, dyi)| {
-                for b in 0..bands.per_image {
-                    let (rows, p0, bp) = bands.span(b, g);
-                    im2col_rows(xi, g, &mut col, bp, rows);
-                    let lhs = Mat::rows(&dyi[p0..], p);
-                    // The band's unfold transposed (bp × K): element (q, k) at col[k·bp + q].
-                    let rhs = Mat::transposed(&col[..k * bp], bp);
-                    matmul((g.o, k, bp), &mut dw, true, lhs, rhs, Parallelism::None);
-                }
-                (dw, col)
-            },
-        )
-        .map(|(dw, _)| dw)
-        .reduce_with(|mut a, b| {
-            a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-            a
-        })
-        .unwrap_or_else(|| vec![0f32; w_len])
+    // SAFETY: `col` is written by `im2col_rows` (every element of the band's rows) before the
+    // GEMM reads it.
+    let scratch = || unsafe { uninit_f32(k * band_px) };
+    ordered_sum(g.n, w_len, scratch, |dw, col, i| {
+        let xi = &x[i * g.in_len()..(i + 1) * g.in_len()];
+        let dyi = &dy[i * g.o * p..(i + 1) * g.o * p];
+        for b in 0..bands.per_image {
+            let (rows, p0, bp) = bands.span(b, g);
+            im2col_rows(xi, g, col, bp, rows);
+            let lhs = Mat::rows(&dyi[p0..], p);
+            // The band's unfold transposed (bp × K): element (q, k) at col[k·bp + q].
+            let rhs = Mat::transposed(&col[..k * bp], bp);
+            matmul((g.o, k, bp), dw, true, lhs, rhs, Parallelism::None);
+        }
+    })
 }
 
-/// Adds the weight gradient of images `[i0, i0 + nb)` into `dw`: `dY (O × nb·P) · unfold(X)ᵀ`.
+/// `Σ_i add(i)` over `0..n` into a `len`-long sum: the items are cut into one contiguous run per
+/// thread, each run summed on its own (with its own scratch), and the runs' sums added in order.
+/// The same inputs and thread count give the same bits on every run, which rayon's
+/// `fold`/`reduce` (split wherever work stealing happens) does not: training is reproducible.
+fn ordered_sum<S>(
+    n: usize,
+    len: usize,
+    scratch: impl Fn() -> S + Sync,
+    add: impl Fn(&mut [f32], &mut S, usize) + Sync,
+) -> Vec<f32> {
+    let per = n.div_ceil(rayon::current_num_threads().max(1)).max(1);
+    let partials: Vec<Vec<f32>> = (0..n.div_ceil(per))
+        .into_par_iter()
+        .map(|run| {
+            let (mut sum, mut s) = (vec![0f32; len], scratch());
+            for i in run * per..((run + 1) * per).min(n) {
+                add(&mut sum, &mut s, i);
+            }
+            sum
+        })
+        .collect();
+    let mut runs = partials.into_iter();
+    let mut total = runs.next().unwrap_or_else(|| vec![0f32; len]);
+    for run in runs {
+        total.iter_mut().zip(&run).for_each(|(a, b)| *a += b);
+    }
+    total
+}
+
 fn weight_grad_group(
     dw: &mut [f32],
     x: &[f32],
@@ -177,21 +196,10 @@ pub(in crate::ops) fn weight_grad(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
         .map(|i0| (i0, plan.nb.min(g.n - i0)))
         .collect();
     if plan.across {
-        groups
-            .into_par_iter()
-            .fold(
-                || (vec![0f32; w_len], Scratch::new(&plan, g)),
-                |(mut dw, mut sc), grp| {
-                    weight_grad_group(&mut dw, x, dy, grp, g, &mut sc, plan.par);
-                    (dw, sc)
-                },
-            )
-            .map(|(dw, _)| dw)
-            .reduce_with(|mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                a
-            })
-            .unwrap_or_else(|| vec![0f32; w_len])
+        let scratch = || Scratch::new(&plan, g);
+        ordered_sum(groups.len(), w_len, scratch, |dw, sc, j| {
+            weight_grad_group(dw, x, dy, groups[j], g, sc, plan.par)
+        })
     } else {
         let mut dw = vec![0f32; w_len];
         let mut sc = Scratch::new(&plan, g);
