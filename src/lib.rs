@@ -9,14 +9,16 @@
 //! - [`loss`]: label masks, triplet mining and terms, the triplet-loss family;
 //! - [`convert`]: other projects' weights (facenet-pytorch checkpoints and MTCNN `.pt` files,
 //!   dlib's `.dat` files) into model folders;
-//! - [`image`](mod@image): decoding, resampling and warping images (shared by training and
-//!   inference);
-//! - [`data`]: image-folder scanning, identity-disjoint splits, P×K sampling, preprocessing;
+//! - [`image`](mod@image): decoding, resampling and warping images, and a model's preprocessing
+//!   (shared by training and inference);
+//! - [`data`]: image-folder scanning, identity-disjoint splits, P×K sampling, augmentation, the
+//!   prefetching loader, Parquet;
 //! - [`model`]: `config.json`, the compact CNN, InceptionResnetV1, saving and loading;
 //! - [`ops`]: tensor operations candle lacks or gets wrong (max pooling with a correct gradient);
 //! - [`train`]: the training loop, optimizer schedule, checkpoints and validation;
 //! - [`infer`]: the inference-only path ([`infer::Embedder`], [`infer::Verifier`]);
-//! - [`detect`]: MTCNN face detection and alignment;
+//! - [`detect`]: MTCNN face detection, dlib's landmarks and alignment, face crops;
+//! - [`gallery`]: enrolled faces in a file or in PostgreSQL + pgvector, and identification;
 //! - [`eval`]: pair protocols and verification metrics;
 //! - [`synthetic`]: generated face-like images with identities (the demo and the tests);
 //! - `hub` (feature `hub`, on by default): `hf:owner/name[@revision]` references resolved to

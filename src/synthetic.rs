@@ -180,7 +180,7 @@ pub fn write_untrained_model(
     threshold: f32,
     flip_tta: bool,
 ) -> Result<crate::model::ModelConfig> {
-    use crate::data::preprocess::Preprocess;
+    use crate::image::preprocess::Preprocess;
     use crate::model::{save_model, Architecture, CompactCnnConfig, EmbeddingNet, ModelConfig};
     let arch = Architecture::CompactCnn(CompactCnnConfig {
         channels: vec![4, 8],

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::Device;
-use candle_face::data::{Augment, ImageCache, ImageFolder, Loader, Preprocess};
+use candle_face::data::{Augment, ImageCache, ImageFolder, Loader};
+use candle_face::image::Preprocess;
 
 /// `$CANDLE_FACE_SHARED` or `../shared` next to the crate, if it exists.
 fn shared_dir() -> Option<PathBuf> {

@@ -3,9 +3,9 @@
 //! here says it is skipped and passes, so that `cargo test` works on machines without a server.
 #![cfg(feature = "postgres")]
 
+use candle_face::distance::Distance;
 use candle_face::gallery::postgres::PgGallery;
 use candle_face::gallery::{Face, FileGallery, GalleryStore, ModelId, SearchOptions};
-use candle_face::distance::Distance;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

@@ -7,9 +7,8 @@ mod common;
 
 use assert_cmd::Command;
 use candle_core::Device;
-use candle_face::detect::{
-    bundled_mtcnn, face_crop::LFW_TEMPLATE_250, prepare_folder, FaceCrop, FacePick, PrepareOptions,
-};
+use candle_face::data::{prepare_folder, PrepareOptions};
+use candle_face::detect::{bundled_mtcnn, face_crop::LFW_TEMPLATE_250, FaceCrop, FacePick};
 use candle_face::image::load_image;
 use candle_face::infer::FaceFinder;
 use image::{imageops, Rgb, RgbImage};

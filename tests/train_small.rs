@@ -3,7 +3,7 @@
 
 mod common;
 
-use candle_face::data::preprocess::Preprocess;
+use candle_face::image::preprocess::Preprocess;
 use candle_face::infer::{Embedder, Verifier};
 use candle_face::model::{Architecture, CompactCnnConfig};
 use candle_face::train::{train, Duration, TrainOptions};

@@ -3,7 +3,7 @@
 use super::train::Reporter;
 use anyhow::{Context, Result};
 use candle_face::data::augment::Augment;
-use candle_face::data::preprocess::Preprocess;
+use candle_face::image::preprocess::Preprocess;
 use candle_face::infer::{Embedder, Verifier};
 use candle_face::loss::Mining;
 use candle_face::model::{Architecture, CompactCnnConfig};

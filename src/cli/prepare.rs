@@ -1,8 +1,8 @@
 //! `candle-face prepare`: a labelled folder of photos → the same folder of face crops.
 
 use anyhow::{Context, Result};
+use candle_face::data::{prepare_folder, PrepareOptions};
 use candle_face::detect::FaceFinder;
-use candle_face::detect::{prepare_folder, PrepareOptions};
 use std::path::PathBuf;
 
 use super::detect::{load_detector, CropArg, PickArg};

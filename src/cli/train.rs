@@ -2,8 +2,8 @@
 
 use anyhow::{bail, Result};
 use candle_face::data::augment::Augment;
-use candle_face::data::preprocess::Preprocess;
 use candle_face::distance::Distance;
+use candle_face::image::preprocess::Preprocess;
 use candle_face::loss::{Mining, TripletLoss, TripletTerm};
 use candle_face::model::{Architecture, Blocks, CompactCnnConfig, Head};
 use candle_face::train::{train, Duration, NanPolicy, TrainEvent, TrainOptions};

@@ -17,8 +17,8 @@ use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
 
-use crate::data::preprocess::Preprocess;
 use crate::detect::FaceCrop;
+use crate::image::preprocess::Preprocess;
 use crate::model::inception_resnet_v1::{
     InceptionResnetV1, InceptionResnetV1Config, IRV1_FEATURES,
 };

@@ -22,9 +22,9 @@ pub use facenet::{
 };
 pub use mtcnn_pt::{convert_mtcnn_pt, read_legacy_pt};
 
-use crate::data::preprocess::Preprocess;
 use crate::detect::FaceCrop;
 use crate::distance::Distance;
+use crate::image::preprocess::Preprocess;
 use crate::model::{Architecture, ModelConfig};
 use crate::{Error, Result};
 use candle_core::{Device, Tensor};

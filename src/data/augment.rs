@@ -4,10 +4,10 @@
 //! colour jitter and greyscale as in torchvision's `ColorJitter` and `RandomGrayscale`).
 //!
 //! [`Augment::apply`] works on a source made by
-//! [`Preprocess::prepare_source`](super::Preprocess::prepare_source): the recipe's window is the
+//! [`Preprocess::prepare_source`](crate::image::Preprocess::prepare_source): the recipe's window is the
 //! central `out_size` pixels of the source, and the jittered window is sampled around it by
 //! bilinear interpolation, so with zero jitter the result is exactly
-//! [`Preprocess::from_source`](super::Preprocess::from_source).
+//! [`Preprocess::from_source`](crate::image::Preprocess::from_source).
 
 use image::RgbImage;
 use rand::Rng;
@@ -159,7 +159,7 @@ impl Augment {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::Preprocess;
+    use crate::image::Preprocess;
     use rand::SeedableRng;
 
     fn source(pre: &Preprocess) -> RgbImage {

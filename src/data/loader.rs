@@ -24,9 +24,9 @@ use rayon::prelude::*;
 
 use super::augment::Augment;
 use super::image_folder::ImageFolder;
-use super::preprocess::Preprocess;
 use super::sampler::PkSampler;
 use crate::image::load_image;
+use crate::image::preprocess::Preprocess;
 use crate::{Error, Result};
 
 /// Decoded, cropped sources of every readable image of a folder, grouped by person.

@@ -1,5 +1,6 @@
-//! Datasets: image-folder scanning, identity-disjoint splits, P×K sampling, preprocessing
-//! and augmentation, and the prefetching loader.
+//! Datasets: image-folder scanning, identity-disjoint splits, P×K sampling, augmentation, the
+//! prefetching loader, Parquet datasets, and a folder of face crops made from a folder of photos
+//! ([`prepare_folder`]).
 //!
 //! The path of a training image: [`ImageFolder::scan`] lists `root/<person>/<image>`,
 //! [`ImageFolder::split`] holds out validation identities, [`ImageCache::build`] decodes every
@@ -11,11 +12,11 @@ pub mod image_folder;
 pub mod loader;
 #[cfg(feature = "parquet")]
 pub mod parquet;
-pub mod preprocess;
+pub mod prepare;
 pub mod sampler;
 
 pub use augment::Augment;
 pub use image_folder::{ImageFolder, Person, Split};
 pub use loader::{eval_tensor, Batch, ImageCache, Loader};
-pub use preprocess::Preprocess;
+pub use prepare::{prepare_folder, PrepareOptions, PrepareReport};
 pub use sampler::PkSampler;

@@ -9,7 +9,6 @@
 //! - [`FaceCrop`]: the crop recipe a model's `config.json` records for detection; [`FacePick`]:
 //!   which face of several is the main one;
 //! - [`FaceFinder`]: detection + crop recipe + pick, the main face of a photo ready for a model;
-//! - [`prepare_folder`]: a labelled folder of photos → the same tree of face crops;
 //! - [`bundled_mtcnn`]: the detector weights built into the crate (no download needed);
 //!
 //! Model folder layout: three files `pnet.safetensors`, `rnet.safetensors`, `onet.safetensors`,
@@ -38,7 +37,6 @@ pub mod face_finder;
 pub mod mtcnn;
 pub mod mtcnn_nets;
 pub mod nms;
-pub mod prepare;
 pub mod shape_predictor;
 
 pub use align::{align_face, align_face_to, extract_face, template, ARCFACE_TEMPLATE_112};
@@ -50,5 +48,4 @@ pub use face_crop::{FaceCrop, FacePick};
 pub use face_finder::FaceFinder;
 pub use mtcnn::{DetectTrace, Face, Mtcnn, MtcnnConfig};
 pub use mtcnn_nets::{ONet, PNet, RNet};
-pub use prepare::{prepare_folder, PrepareOptions, PrepareReport};
 pub use shape_predictor::{Rect, ShapePredictor};

@@ -27,8 +27,8 @@ pub use file::FileGallery;
 pub use ivf::IvfIndex;
 pub use location::Location;
 
-use crate::infer::Embedder;
 use crate::distance::Distance;
+use crate::infer::Embedder;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 

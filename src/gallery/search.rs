@@ -8,8 +8,8 @@
 //! then ranked by the exact distance ([`embedding_distance`]) of their best row, so the
 //! distances reported are exact (a self-match is 0, not a rounding residue of the expansion).
 
-use crate::infer::embedding_distance;
 use crate::distance::Distance;
+use crate::infer::embedding_distance;
 
 /// Gallery rows per matrix product.
 pub const BLOCK: usize = 2048;

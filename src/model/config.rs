@@ -5,9 +5,9 @@
 //! Everything a consumer needs to embed an image the way the model was trained is in the config:
 //! nothing is an implicit default.
 
-use crate::data::preprocess::Preprocess;
 use crate::detect::FaceCrop;
 use crate::distance::Distance;
+use crate::image::preprocess::Preprocess;
 use crate::model::compact::CompactCnnConfig;
 use crate::model::dlib_resnet::DlibResNetConfig;
 use crate::model::inception_resnet_v1::InceptionResnetV1Config;

@@ -94,7 +94,7 @@ pub fn load_weights(cfg: &ModelConfig, weights: &Path, device: &Device) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::preprocess::Preprocess;
+    use crate::image::preprocess::Preprocess;
     use crate::model::{Architecture, CompactCnnConfig};
     use candle_core::{ModuleT, Tensor};
 

@@ -9,8 +9,8 @@ use super::validate::ValPairs;
 use crate::data::augment::Augment;
 use crate::data::image_folder::Split;
 use crate::data::loader::ImageCache;
-use crate::data::preprocess::Preprocess;
 use crate::data::ImageFolder;
+use crate::image::preprocess::Preprocess;
 use crate::Result;
 
 /// Fraction of extra context cached around the crop for augmentation.

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::fine_tune;
 use super::optim::AdamWConfig;
 use crate::data::augment::Augment;
-use crate::data::preprocess::Preprocess;
+use crate::image::preprocess::Preprocess;
 use crate::loss::{IdLoss, Mining, TripletLoss};
 use crate::model::{Architecture, ModelConfig};
 use crate::{Error, Result};

@@ -2,8 +2,8 @@
 //! accuracy at the best threshold and ROC AUC.
 
 use crate::data::loader::{eval_tensor, ImageCache};
-use crate::data::preprocess::Preprocess;
 use crate::distance::Distance;
+use crate::image::preprocess::Preprocess;
 use crate::infer::embedding_distance;
 use crate::model::EmbeddingNet;
 use crate::Result;

@@ -72,7 +72,7 @@ pub fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
 
 /// A tiny trained model (library call, a few steps on synthetic people).
 pub fn tiny_model(root: &std::path::Path) -> PathBuf {
-    use candle_face::data::preprocess::Preprocess;
+    use candle_face::image::preprocess::Preprocess;
     use candle_face::model::{Architecture, CompactCnnConfig};
     use candle_face::train::{train, Duration, TrainOptions};
     let data = root.join("train-data");

@@ -1,5 +1,5 @@
 //! Face crops for a whole labelled folder: `root/<person>/<image>` in, the same tree of PNG face
-//! crops out, cut the way a model expects ([`FaceCrop`](super::FaceCrop)). This is how raw
+//! crops out, cut the way a model expects ([`FaceCrop`](crate::detect::FaceCrop)). This is how raw
 //! photos become training data: train on the prepared folder, then verify with detection on
 //! (`--detect`), so training and inference see the same crops.
 //!
@@ -20,8 +20,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use rayon::prelude::*;
 
 use crate::data::image_folder::ImageFolder;
+use crate::detect::FaceFinder;
 use crate::image::load_image;
-use crate::infer::FaceFinder;
 use crate::{Error, Result};
 
 /// Options of [`prepare_folder`].
