@@ -14,9 +14,9 @@
 //! and the HNSW index is built after the load with `maintenance_work_mem = 2GB`. Prints one JSON
 //! line per backend.
 
+use candle_face::distance::Distance;
 use candle_face::gallery::file::FileGallery;
 use candle_face::gallery::{Face, GalleryStore, ModelId, SearchOptions};
-use candle_face::distance::Distance;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::time::Instant;

@@ -5,7 +5,7 @@
 //! cargo run --release --example train_and_verify
 //! ```
 
-use candle_face::data::preprocess::Preprocess;
+use candle_face::image::preprocess::Preprocess;
 use candle_face::infer::{Embedder, Verifier};
 use candle_face::model::{Architecture, CompactCnnConfig};
 use candle_face::train::{train, Duration, TrainEvent, TrainOptions};

@@ -5,7 +5,7 @@
 
 use candle_face::data::augment::Augment;
 use candle_face::data::image_io::decode_image_bytes;
-use candle_face::data::preprocess::Preprocess;
+use candle_face::image::preprocess::Preprocess;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -3,7 +3,7 @@
 //! the corpus (see fuzz/README.md).
 #![no_main]
 
-use candle_face::data::preprocess::Preprocess;
+use candle_face::image::preprocess::Preprocess;
 use candle_face::model::{load_model, Architecture, CompactCnnConfig, ModelConfig};
 use candle_core::{Device, ModuleT, Tensor};
 use libfuzzer_sys::fuzz_target;
