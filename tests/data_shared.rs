@@ -4,27 +4,16 @@
 //! ignored by default; run it with
 //! `cargo test --release --test data_shared -- --ignored --nocapture`.
 
-use std::path::PathBuf;
+mod common;
+
+use common::shared_dir;
+
 use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::Device;
 use candle_face::data::{Augment, ImageCache, ImageFolder, Loader};
 use candle_face::image::Preprocess;
-
-/// `$CANDLE_FACE_SHARED` or `../shared` next to the crate, if it exists.
-fn shared_dir() -> Option<PathBuf> {
-    let dir = match std::env::var_os("CANDLE_FACE_SHARED") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"),
-    };
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("skipping: shared/ not found (set CANDLE_FACE_SHARED)");
-        None
-    }
-}
 
 #[test]
 fn small_sets_match_readme_counts() {

@@ -10,23 +10,15 @@
 //! CANDLE_FACE_MTCNN_PT=/tmp/fp/x/facenet_pytorch/data cargo test --test detect_legacy_pt
 //! ```
 
+mod common;
+
+use common::shared_dir;
+
 use std::path::PathBuf;
 
 use candle_core::Device;
 use candle_face::convert::{convert_mtcnn_pt, read_legacy_pt};
 use candle_face::detect::Mtcnn;
-
-fn shared_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("CANDLE_FACE_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
-    if dir.join("fixtures").is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("skipping: shared/ not found (set CANDLE_FACE_SHARED)");
-        None
-    }
-}
 
 fn pt_dir() -> Option<PathBuf> {
     match std::env::var_os("CANDLE_FACE_MTCNN_PT") {

@@ -4,24 +4,12 @@
 
 mod common;
 
+use common::shared_dir;
+
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
 use candle_face::detect::{extract_face, Face, Mtcnn};
-
-/// `CANDLE_FACE_SHARED` or `../shared` next to the crate; `None` (test skipped) if absent.
-fn shared_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("CANDLE_FACE_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
-    if dir.join("fixtures").is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("skipping: shared/ not found (set CANDLE_FACE_SHARED)");
-        None
-    }
-}
 
 fn fixture(shared: &std::path::Path, name: &str) -> HashMap<String, Tensor> {
     candle_core::safetensors::load(shared.join("fixtures").join(name), &Device::Cpu)

@@ -4,28 +4,16 @@
 
 mod common;
 
+use common::shared_dir;
+
 use common::fill::{fill_state_dict, fill_tensor, fnv1a64, uniform};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, ModuleT, Tensor, Var};
 use candle_face::convert::facenet::expected_tensors;
 use candle_face::model::inception_resnet_v1::IRV1_STAGES;
 use candle_face::model::{InceptionResnetV1, InceptionResnetV1Config};
 use candle_nn::VarBuilder;
-
-/// `$CANDLE_FACE_SHARED`, else `../shared` next to the crate; `None` (with a message) if absent.
-fn shared_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("CANDLE_FACE_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
-    if dir.join("fixtures").is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("skipping: shared/ not found (set CANDLE_FACE_SHARED)");
-        None
-    }
-}
 
 /// The model with every tensor filled by name, in `dtype`.
 fn filled_model(

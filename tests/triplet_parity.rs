@@ -2,8 +2,11 @@
 //! (`shared/reference/triplet_ref.py`, fixture `shared/fixtures/triplet_parity.safetensors`):
 //! values and gradients (candle autograd) within 1e-5 (absolute, or relative above 1).
 
+mod common;
+
+use common::shared_dir;
+
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_face::distance::{pairwise_distance, Distance};
@@ -15,19 +18,6 @@ use candle_face::loss::{
 #[path = "support/batch_all_naive.rs"]
 mod batch_all_naive;
 use batch_all_naive::batch_all_naive;
-
-/// The shared folder (`CANDLE_FACE_SHARED`, else `../shared`), or `None` with a message.
-fn shared_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("CANDLE_FACE_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("skipping: shared/ not found (set CANDLE_FACE_SHARED)");
-        None
-    }
-}
 
 fn fixture() -> Option<HashMap<String, Tensor>> {
     let path = shared_dir()?.join("fixtures/triplet_parity.safetensors");
