@@ -3,7 +3,7 @@
 //! with, pairwise / cross / paired distance matrices, and the one row [`l2_normalize`].
 //!
 //! The euclidean distance follows Olivier Moindrot's "Triplet Loss and Online Triplet Mining in
-//! TensorFlow" (2018) and the project's PyTorch reference `shared/reference/triplet_ref.py`: the
+//! TensorFlow" (2018) and its PyTorch equivalent (`tests/triplet_parity.rs`): the
 //! squared distance is expanded as `‖a‖² − 2a·b + ‖b‖²`, clamped at 0 (the expansion can round to a
 //! tiny negative number), and its square root is *safe*: exact zeros are replaced by `1e-16` before
 //! the root and set back to 0 afterwards, so their gradient is 0 and never NaN.

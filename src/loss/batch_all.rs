@@ -2,8 +2,9 @@
 //! Re-Identification"; reduction as in Moindrot 2018): every valid triplet of the batch counts.
 //!
 //! With a margin `m` the loss is the mean of `relu(d(a,p) − d(a,n) + m)` over the triplets whose
-//! term is positive (`> 1e-16`), exactly as `batch_all` in `shared/reference/triplet_ref.py`:
-//! `sum / (num_positive + 1e-16)`. The soft variant averages `softplus(d(a,p) − d(a,n))` over all
+//! term is positive (`> 1e-16`), that is
+//! `sum / (num_positive + 1e-16)`, as Moindrot's reference does (`tests/triplet_parity.rs`
+//! compares with a PyTorch implementation of it). The soft variant averages `softplus(d(a,p) − d(a,n))` over all
 //! valid triplets.
 //!
 //! [`batch_all_chunked`] is a [`CustomOp1`] on the (B, B) distance matrix that loops over the

@@ -2,7 +2,7 @@
 //!
 //! A miner reads the distance values (no gradient) and returns the picked distances as entries
 //! of the flattened distance matrix; the loss gathers them with `index_select`, so the gradient
-//! flows to exactly those entries. Ties follow `shared/reference/triplet_ref.py`: a `max`/`min`
+//! flows to exactly those entries. Ties follow PyTorch (checked by `tests/triplet_parity.rs`): a `max`/`min`
 //! along a row picks the first index (as PyTorch's `max(dim)`), a whole-set `max`/`min`
 //! (semi-hard's negative) splits the gradient evenly among the tied entries (as PyTorch's
 //! `max()`). Batch-all has no per-triplet list: it runs as one chunked scan

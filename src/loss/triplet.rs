@@ -5,8 +5,8 @@
 //! per-triplet [`TripletTerm`] (hinge with a margin, or the soft margin) and the miner's reduction
 //! (a mean over what it mined). [`offline_triplet_loss`] takes given (a, p, n) triplets.
 //!
-//! Every definition matches `shared/reference/triplet_ref.py` exactly, including which distance
-//! receives the gradient when several are tied (see [`super::mining`]).
+//! Every definition matches the PyTorch formulation that `tests/triplet_parity.rs` compares with,
+//! including which distance receives the gradient when several are tied (see [`super::mining`]).
 
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
