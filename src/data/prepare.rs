@@ -5,8 +5,8 @@
 //!
 //! ```no_run
 //! # fn main() -> candle_face::Result<()> {
-//! use candle_face::detect::{prepare_folder, FaceCrop, PrepareOptions};
-//! use candle_face::infer::FaceFinder;
+//! use candle_face::data::{prepare_folder, PrepareOptions};
+//! use candle_face::detect::{FaceCrop, FaceFinder};
 //! let finder = FaceFinder::bundled(FaceCrop::lfw_aligned(), &candle_core::Device::Cpu)?;
 //! let report = prepare_folder("photos".as_ref(), "crops".as_ref(), &finder, &PrepareOptions::default())?;
 //! println!("{} written, {} without a face", report.written, report.no_face.len());
