@@ -5,7 +5,7 @@
 //! The path of a training image: [`ImageFolder::scan`] lists `root/<person>/<image>`,
 //! [`ImageFolder::split`] holds out validation identities, [`ImageCache::build`] decodes every
 //! image once ([`crate::image::load_image`]) into a source slightly larger than the
-//! [`Preprocess`] window, and the [`Loader`] draws [`PkSampler`] batches, applies [`Augment`] and hands over tensors.
+//! [`Preprocess`](crate::image::Preprocess) window, and the [`Loader`] draws [`PkSampler`] batches, applies [`Augment`] and hands over tensors.
 
 pub mod augment;
 pub mod image_folder;

@@ -157,7 +157,7 @@ impl Preprocess {
 
     /// The deterministic centre window of a source made by [`prepare_source`](Self::prepare_source)
     /// with the same `margin`: equal to [`prepare`](Self::prepare) on the original image up to
-    /// rounding, and to [`Augment::apply`](super::Augment::apply) with zero jitter.
+    /// rounding, and to [`Augment::apply`](crate::data::Augment::apply) with zero jitter.
     /// A source of another size is resampled proportionally.
     pub fn from_source(&self, src: &RgbImage, margin: f32) -> RgbImage {
         let s = self.image_size;
