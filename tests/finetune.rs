@@ -10,6 +10,7 @@ use candle_core::{DType, Device};
 use candle_face::convert::facenet::expected_tensors;
 use candle_face::model::{Architecture, InceptionResnetV1Config, ModelConfig};
 use common::fill::fill_state_dict;
+use common::max_abs_diff;
 
 const FROZEN: &str = "conv2d_,repeat_1,mixed_6a,repeat_2,mixed_7a,repeat_3";
 
@@ -72,16 +73,10 @@ fn freeze_keeps_frozen_tensors_and_trains_the_rest() {
     let (mut same, mut changed) = (0, 0);
     for (name, b) in &before {
         let a = &after[name];
-        let diff = (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = max_abs_diff(
+            &a.to_dtype(DType::F32).unwrap(),
+            &b.to_dtype(DType::F32).unwrap(),
+        );
         let is_stat = name.ends_with("running_mean") || name.ends_with("running_var");
         if frozen.iter().any(|p| name.starts_with(p)) && !is_stat {
             assert_eq!(diff, 0.0, "frozen tensor {name} changed by {diff}");
