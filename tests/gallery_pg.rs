@@ -5,7 +5,7 @@
 
 use candle_face::distance::Distance;
 use candle_face::gallery::postgres::PgGallery;
-use candle_face::gallery::{Face, FileGallery, GalleryStore, ModelId, SearchOptions};
+use candle_face::gallery::{Face, FileGallery, GalleryStore, HnswParams, ModelId, SearchOptions};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -81,11 +81,19 @@ fn round_trip(url: &str, distance: Distance) {
     let want = file
         .search(&queries, &SearchOptions::new(3, 0.4).exact())
         .unwrap();
+    // The session keeps its prepared search and setting between calls; exact search and a new
+    // ef_search in between must not disturb them.
+    let hnsw = pg.identify(&queries, &SearchOptions::new(3, 0.4)).unwrap();
     let exact = pg
         .identify(&queries, &SearchOptions::new(3, 0.4).exact())
         .unwrap();
-    let hnsw = pg.identify(&queries, &SearchOptions::new(3, 0.4)).unwrap();
-    for got in [exact, hnsw] {
+    let small_ef = SearchOptions {
+        ef_search: 40,
+        ..SearchOptions::new(3, 0.4)
+    };
+    let hnsw_40 = pg.identify(&queries, &small_ef).unwrap();
+    let hnsw_again = pg.identify(&queries, &SearchOptions::new(3, 0.4)).unwrap();
+    for got in [hnsw, exact, hnsw_40, hnsw_again] {
         assert_eq!(got.len(), want.len());
         for (g, w) in got.iter().zip(&want) {
             assert_eq!(g.identity, w.identity);
@@ -110,6 +118,48 @@ fn round_trip_gives_the_file_gallerys_exact_answers() {
     let Some(url) = server() else { return };
     round_trip(&url, Distance::Euclidean);
     round_trip(&url, Distance::Cosine);
+}
+
+/// The HNSW index's build parameters, as the server recorded them.
+fn index_options(url: &str, table: &str) -> Vec<String> {
+    let base = url.split('?').next().unwrap();
+    let mut c = postgres::Client::connect(base, postgres::NoTls).unwrap();
+    let row = c
+        .query_one(
+            "SELECT reloptions FROM pg_class WHERE relname = $1",
+            &[&format!("{table}_hnsw")],
+        )
+        .unwrap();
+    row.get(0)
+}
+
+#[test]
+fn index_is_built_with_the_given_parameters() {
+    let Some(url) = server() else { return };
+    let url = table_url(&url, "hnsw_params");
+    drop_table(&url);
+    let table = url.rsplit("table=").next().unwrap().to_string();
+    let m = model("m1", 8, Distance::Euclidean);
+    let params = HnswParams {
+        m: 8,
+        ef_construction: 40,
+    };
+    let mut g = PgGallery::open_or_create(&url, &m)
+        .unwrap()
+        .with_hnsw(params);
+    g.enroll(&faces(20, 2, 8, 3)).unwrap();
+    g.commit().unwrap();
+    assert_eq!(index_options(&url, &table), ["m=8", "ef_construction=40"]);
+    g.destroy().unwrap();
+    for bad in [(1, 64), (101, 300), (16, 20), (16, 1001)] {
+        let p = HnswParams {
+            m: bad.0,
+            ef_construction: bad.1,
+        };
+        let e = p.check().unwrap_err().to_string();
+        assert!(e.contains("pgvector takes"), "{bad:?}: {e}");
+    }
+    assert!(HnswParams::default().check().is_ok());
 }
 
 #[test]
@@ -372,9 +422,12 @@ fn cli_enroll_identify_list_remove_agree_with_the_file_gallery() {
             .arg("--data")
             .arg(&people)
             .args(["--gallery", gallery])
+            .args(["--hnsw-m", "12", "--hnsw-ef-construction", "48"])
             .assert()
             .success();
     }
+    let table = url.rsplit("table=").next().unwrap();
+    assert_eq!(index_options(&url, table), ["m=12", "ef_construction=48"]);
     // Enrolled twice into the database: still one row per photo.
     let (f, p) = (list_json(&file), list_json(&url));
     assert_eq!(f["people"], p["people"]);

@@ -4,7 +4,7 @@ use super::model_arg::{DetectArgs, ModelArgs};
 use anyhow::{bail, Result};
 use candle_face::gallery::file::IndexPolicy;
 use candle_face::gallery::{
-    self, EnrollOptions, Face, Location, ModelId, SearchOptions, DEFAULT_EF_SEARCH,
+    self, EnrollOptions, Face, HnswParams, Location, ModelId, SearchOptions, DEFAULT_EF_SEARCH,
 };
 
 /// Faces per enrolment transaction (whole people only: a person is never split).
@@ -31,6 +31,14 @@ pub struct EnrollArgs {
     /// Cells of the file gallery's approximate index (default about 4√N).
     #[arg(long, value_name = "N")]
     nlist: Option<usize>,
+    /// Links per node of a PostgreSQL gallery's HNSW index, when this enrolment creates it
+    /// (more: better recall at a given --ef-search, slower build, larger index).
+    #[arg(long, default_value_t = HnswParams::default().m, value_name = "M")]
+    hnsw_m: usize,
+    /// Candidate list while building a PostgreSQL gallery's HNSW index, when this enrolment
+    /// creates it (more: better recall, slower build).
+    #[arg(long, default_value_t = HnswParams::default().ef_construction, value_name = "N")]
+    hnsw_ef_construction: usize,
 }
 
 /// Runs `enroll`.
@@ -43,7 +51,11 @@ pub fn run_enroll(a: EnrollArgs) -> Result<()> {
         _ => IndexPolicy::Auto,
     };
     let model = ModelId::of(&embedder)?;
-    let mut g = gallery::open_for_enroll(&a.gallery, &model, &EnrollOptions { index })?;
+    let hnsw = HnswParams {
+        m: a.hnsw_m,
+        ef_construction: a.hnsw_ef_construction,
+    };
+    let mut g = gallery::open_for_enroll(&a.gallery, &model, &EnrollOptions { index, hnsw })?;
     let (mut skipped, mut faceless, mut enrolled) = (0usize, 0usize, 0usize);
     let mut batch: Vec<Face> = Vec::new();
     for person in &folder.people {

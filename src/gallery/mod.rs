@@ -212,6 +212,50 @@ pub(crate) fn check_queries(queries: &[f32], dim: usize, gallery: &str) -> Resul
 pub struct EnrollOptions {
     /// The file gallery's approximate index.
     pub index: file::IndexPolicy,
+    /// A PostgreSQL gallery's HNSW index, when enrolment creates it.
+    pub hnsw: HnswParams,
+}
+
+/// The build parameters of pgvector's HNSW index (`CREATE INDEX ... WITH (m, ef_construction)`),
+/// used when a PostgreSQL gallery creates its index; an existing index keeps its own.
+///
+/// Larger values give a better connected graph: higher recall at a given `ef_search`, at the
+/// cost of a slower build and a larger index. The defaults are pgvector's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HnswParams {
+    /// Links per node and layer (pgvector: 2 to 100, default 16).
+    pub m: usize,
+    /// The candidate list while building (pgvector: 4 to 1000 and at least 2·m, default 64).
+    pub ef_construction: usize,
+}
+
+impl Default for HnswParams {
+    fn default() -> Self {
+        Self {
+            m: 16,
+            ef_construction: 64,
+        }
+    }
+}
+
+impl HnswParams {
+    /// Errors unless pgvector accepts these values.
+    pub fn check(&self) -> Result<()> {
+        let Self { m, ef_construction } = *self;
+        if !(2..=100).contains(&m) {
+            return Err(Error::InvalidArgument(format!(
+                "HNSW m = {m}: pgvector takes 2 to 100"
+            )));
+        }
+        if !(4..=1000).contains(&ef_construction) || ef_construction < 2 * m {
+            return Err(Error::InvalidArgument(format!(
+                "HNSW ef_construction = {ef_construction}: pgvector takes 4 to 1000, and at \
+                 least 2·m ({})",
+                2 * m
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Opens the gallery at `location` to enroll `model`'s embeddings, creating it when missing.
@@ -237,7 +281,10 @@ pub fn open_for_enroll(
             g.set_index_policy(opts.index.clone());
             Ok(Box::new(g))
         }
-        Location::Postgres(url) => open_pg(url, Some(model)),
+        Location::Postgres(url) => {
+            opts.hnsw.check()?;
+            open_pg(url, Some((model, opts.hnsw)))
+        }
     }
 }
 
@@ -257,16 +304,19 @@ pub fn open_existing(location: &Location) -> Result<Box<dyn GalleryStore>> {
 }
 
 #[cfg(feature = "postgres")]
-fn open_pg(url: &str, create_for: Option<&ModelId>) -> Result<Box<dyn GalleryStore>> {
+fn open_pg(url: &str, create_for: Option<(&ModelId, HnswParams)>) -> Result<Box<dyn GalleryStore>> {
     let g = match create_for {
-        Some(model) => postgres::PgGallery::open_or_create(url, model)?,
+        Some((model, hnsw)) => postgres::PgGallery::open_or_create(url, model)?.with_hnsw(hnsw),
         None => postgres::PgGallery::open(url)?,
     };
     Ok(Box::new(g))
 }
 
 #[cfg(not(feature = "postgres"))]
-fn open_pg(url: &str, _create_for: Option<&ModelId>) -> Result<Box<dyn GalleryStore>> {
+fn open_pg(
+    url: &str,
+    _create_for: Option<(&ModelId, HnswParams)>,
+) -> Result<Box<dyn GalleryStore>> {
     Err(Error::InvalidArgument(format!(
         "{}: this candle-face was built without PostgreSQL support: rebuild it with \
          `--features postgres` (cargo install candle-face --features postgres)",

@@ -27,14 +27,15 @@ mod connect;
 pub use connect::DEFAULT_TABLE;
 
 use super::{
-    check_queries, Candidate, Face, GalleryStore, Identification, ModelId, Person, SearchOptions,
+    check_queries, Candidate, Face, GalleryStore, HnswParams, Identification, ModelId, Person,
+    SearchOptions,
 };
 use crate::distance::Distance;
 use crate::{Error, Result};
 use connect::{connect, explain, Target};
 use pgvector::Vector;
 use postgres::types::Type;
-use postgres::{binary_copy::BinaryCopyInWriter, Client};
+use postgres::{binary_copy::BinaryCopyInWriter, Client, Statement};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -51,6 +52,11 @@ pub struct PgGallery {
     target: Target,
     model: ModelId,
     vector: Type,
+    hnsw: HnswParams,
+    /// The nearest-faces query, prepared on first use.
+    nearest: Option<Statement>,
+    /// The session's `hnsw.ef_search`, once set.
+    ef_search: Option<usize>,
 }
 
 impl std::fmt::Debug for PgGallery {
@@ -151,12 +157,25 @@ impl PgGallery {
             .columns()[0]
             .type_()
             .clone();
+        // Iterative scans keep going past `ef_search` when `LIMIT` asks for more, in order.
+        client
+            .batch_execute("SET hnsw.iterative_scan = strict_order")
+            .map_err(|e| explain(&target.shown, &target.config, e, "configuring the session"))?;
         Ok(Self {
             client,
             target,
             model,
             vector,
+            hnsw: HnswParams::default(),
+            nearest: None,
+            ef_search: None,
         })
+    }
+
+    /// The same gallery, building its HNSW index (when it has none yet) with `params`.
+    pub fn with_hnsw(mut self, params: HnswParams) -> Self {
+        self.hnsw = params;
+        self
     }
 
     fn err(&self, doing: &str) -> impl Fn(postgres::Error) -> Error + '_ {
@@ -169,8 +188,9 @@ impl PgGallery {
         quote(&self.target.table)
     }
 
-    /// Builds the HNSW index if the table has none, with `maintenance_work_mem` for this
-    /// session when given (e.g. `"1GB"`: an index that fits in it builds much faster).
+    /// Builds the HNSW index if the table has none (with the [`HnswParams`] of
+    /// [`with_hnsw`](Self::with_hnsw)), with `maintenance_work_mem` for this session when given
+    /// (e.g. `"1GB"`: an index that fits in it builds much faster).
     pub fn build_index(&mut self, maintenance_work_mem: Option<&str>) -> Result<()> {
         if let Some(m) = maintenance_work_mem {
             self.client
@@ -181,8 +201,10 @@ impl PgGallery {
                 .map_err(self.err("setting maintenance_work_mem"))?;
         }
         let (_, opclass) = operator(self.model.distance);
+        let HnswParams { m, ef_construction } = self.hnsw;
         let sql = format!(
-            "CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (embedding {opclass})",
+            "CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (embedding {opclass}) \
+             WITH (m = {m}, ef_construction = {ef_construction})",
             quote(&format!("{}_hnsw", self.target.table)),
             self.table()
         );
@@ -317,55 +339,97 @@ fn last_per_source(faces: &[Face]) -> Vec<Face> {
 }
 
 impl PgGallery {
-    /// The nearest people to one query; see the module documentation.
-    fn identify_one(&mut self, query: &[f32], opts: &SearchOptions) -> Result<Identification> {
+    /// `SELECT person, distance, distance <= threshold ... ORDER BY distance LIMIT n` for
+    /// parameters (query, n, threshold).
+    fn nearest_sql(&self) -> String {
         let (op, _) = operator(self.model.distance);
         let dist = match self.model.distance {
             Distance::SquaredEuclidean => format!("power(embedding {op} $1, 2)"),
             _ => format!("embedding {op} $1"),
         };
-        let sql = format!(
+        format!(
             "SELECT person, ({dist})::real, ({dist}) <= $3 FROM {} ORDER BY embedding {op} $1 \
              LIMIT $2",
             self.table()
-        );
+        )
+    }
+
+    /// The nearest people to one query; see the module documentation.
+    fn identify_one(&mut self, query: &[f32], opts: &SearchOptions) -> Result<Identification> {
+        if opts.exact {
+            return self.identify_exact(query, opts);
+        }
+        // One round trip per search: the statement is prepared once, the setting kept for the
+        // session until another value is asked for.
+        let ef = opts.ef_search.clamp(1, 1000);
+        if self.ef_search != Some(ef) {
+            let sql = format!("SET hnsw.ef_search = {ef}");
+            self.client
+                .batch_execute(&sql)
+                .map_err(self.err("searching"))?;
+            self.ef_search = Some(ef);
+        }
+        let stmt = match &self.nearest {
+            Some(s) => s.clone(),
+            None => {
+                let s = self.client.prepare(&self.nearest_sql());
+                let s = s.map_err(self.err("searching"))?;
+                self.nearest.insert(s).clone()
+            }
+        };
+        let (shown, config) = (self.target.shown.clone(), self.target.config.clone());
+        let client = &mut self.client;
+        nearest_people(query, opts, |q, limit, t| {
+            client
+                .query(&stmt, &[q, &limit, &t])
+                .map_err(|e| explain(&shown, &config, e, "searching"))
+        })
+    }
+
+    /// Exact search: index scans off for one transaction, so the server compares with every face.
+    fn identify_exact(&mut self, query: &[f32], opts: &SearchOptions) -> Result<Identification> {
+        let sql = self.nearest_sql();
         let (shown, config) = (self.target.shown.clone(), self.target.config.clone());
         let explain = |e| explain(&shown, &config, e, "searching");
-        let q = Vector::from(query.to_vec());
-        let top_k = opts.top_k.max(1);
         let mut tx = self.client.transaction().map_err(explain)?;
-        let mut settings = format!(
-            "SET LOCAL hnsw.ef_search = {}; SET LOCAL hnsw.iterative_scan = strict_order;",
-            opts.ef_search.clamp(1, 1000)
-        );
-        if opts.exact {
-            settings.push_str(" SET LOCAL enable_indexscan = off;");
-        }
-        tx.batch_execute(&settings).map_err(explain)?;
+        tx.batch_execute("SET LOCAL enable_indexscan = off")
+            .map_err(explain)?;
         let stmt = tx.prepare(&sql).map_err(explain)?;
-        // Fetch faces nearest first until `top_k` distinct people are among them.
-        let mut limit = (4 * top_k) as i64;
-        loop {
-            let rows = tx
-                .query(&stmt, &[&q, &limit, &f64::from(opts.threshold)])
-                .map_err(explain)?;
-            let mut seen: Vec<Candidate> = Vec::new();
-            for r in &rows {
-                let name: String = r.get(0);
-                if !seen.iter().any(|c| c.name == name) {
-                    seen.push(Candidate {
-                        name,
-                        distance: r.get(1),
-                    });
-                }
+        let found = nearest_people(query, opts, |q, limit, t| {
+            tx.query(&stmt, &[q, &limit, &t]).map_err(explain)
+        })?;
+        tx.commit().map_err(explain)?;
+        Ok(found)
+    }
+}
+
+/// Runs `fetch(query, limit, threshold)` (faces nearest first) with larger limits until
+/// `top_k` distinct people are among the faces, or there are no more faces.
+fn nearest_people(
+    query: &[f32],
+    opts: &SearchOptions,
+    mut fetch: impl FnMut(&Vector, i64, f64) -> Result<Vec<postgres::Row>>,
+) -> Result<Identification> {
+    let q = Vector::from(query.to_vec());
+    let top_k = opts.top_k.max(1);
+    let mut limit = (4 * top_k) as i64;
+    loop {
+        let rows = fetch(&q, limit, f64::from(opts.threshold))?;
+        let mut seen: Vec<Candidate> = Vec::new();
+        for r in &rows {
+            let name: String = r.get(0);
+            if !seen.iter().any(|c| c.name == name) {
+                seen.push(Candidate {
+                    name,
+                    distance: r.get(1),
+                });
             }
-            if seen.len() >= top_k || (rows.len() as i64) < limit {
-                seen.truncate(top_k);
-                tx.commit().map_err(explain)?;
-                return Ok(Identification::new(seen, opts.threshold));
-            }
-            limit *= 4;
         }
+        if seen.len() >= top_k || (rows.len() as i64) < limit {
+            seen.truncate(top_k);
+            return Ok(Identification::new(seen, opts.threshold));
+        }
+        limit *= 4;
     }
 }
 
