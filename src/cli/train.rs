@@ -5,7 +5,7 @@ use candle_face::data::augment::Augment;
 use candle_face::distance::Distance;
 use candle_face::image::preprocess::Preprocess;
 use candle_face::loss::{Mining, TripletLoss, TripletTerm};
-use candle_face::model::{Architecture, Blocks, CompactCnnConfig, Head};
+use candle_face::model::{Architecture, Blocks, CompactCnnConfig, Head, TrainingSummary};
 use candle_face::train::{train, Duration, NanPolicy, TrainEvent, TrainOptions};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::path::{Path, PathBuf};
@@ -432,16 +432,7 @@ impl Reporter {
                 self.say(format!(
                     "training {total_steps} steps ({steps_per_epoch} per epoch)"
                 ));
-                self.bar.set_length(total_steps);
-                self.bar.set_position(start_step);
-                self.bar.reset_eta();
-                self.bar.set_style(
-                    ProgressStyle::with_template(
-                        "{bar:30} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
-                    )
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
-                );
-                self.plain_every = (total_steps / 20).max(1);
+                self.start_bar(start_step, total_steps);
             }
             TrainEvent::Step {
                 step,
@@ -455,11 +446,7 @@ impl Reporter {
                     "loss {loss:.4} active {:.1}% lr {lr:.2e} {images_per_s:.0} img/s",
                     active_fraction * 100.0
                 );
-                self.bar.set_position(step);
-                self.bar.set_message(msg.clone());
-                if self.bar.is_hidden() && (step % self.plain_every == 0 || step == total_steps) {
-                    eprintln!("step {step}/{total_steps} {msg}");
-                }
+                self.progress(step, total_steps, msg);
             }
             TrainEvent::NonFiniteLoss { step } => {
                 self.say(format!("step {step}: loss is not finite, step skipped"))
@@ -481,25 +468,49 @@ impl Reporter {
                 }
             }
             TrainEvent::Warning(w) => self.say(format!("warning: {w}")),
-            TrainEvent::Finished { summary, threshold } => {
-                self.bar.finish_and_clear();
-                eprintln!(
-                    "done: {} steps in {:.0} s ({:.1} images/s)",
-                    summary.steps, summary.wall_time_s, summary.images_per_s
-                );
-                if let (Some(b), Some(a)) = (summary.val_accuracy_before, summary.val_accuracy) {
-                    eprintln!(
-                        "validation accuracy: {:.2}% before training, {:.2}% after (AUC {:.4})",
-                        b * 100.0,
-                        a * 100.0,
-                        summary.val_auc.unwrap_or(f32::NAN)
-                    );
-                }
-                match threshold {
-                    Some(t) => eprintln!("calibrated threshold: {t:.4}"),
-                    None => eprintln!("no threshold calibrated"),
-                }
-            }
+            TrainEvent::Finished { summary, threshold } => self.finished(&summary, threshold),
+        }
+    }
+
+    fn start_bar(&mut self, start_step: u64, total_steps: u64) {
+        self.bar.set_length(total_steps);
+        self.bar.set_position(start_step);
+        self.bar.reset_eta();
+        self.bar.set_style(
+            ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        self.plain_every = (total_steps / 20).max(1);
+    }
+
+    /// The bar, or a plain line every twentieth of the run when the bar is hidden.
+    fn progress(&mut self, step: u64, total_steps: u64, msg: String) {
+        self.bar.set_position(step);
+        self.bar.set_message(msg.clone());
+        if self.bar.is_hidden() && (step.is_multiple_of(self.plain_every) || step == total_steps) {
+            eprintln!("step {step}/{total_steps} {msg}");
+        }
+    }
+
+    fn finished(&mut self, summary: &TrainingSummary, threshold: Option<f32>) {
+        self.bar.finish_and_clear();
+        eprintln!(
+            "done: {} steps in {:.0} s ({:.1} images/s)",
+            summary.steps, summary.wall_time_s, summary.images_per_s
+        );
+        if let (Some(b), Some(a)) = (summary.val_accuracy_before, summary.val_accuracy) {
+            eprintln!(
+                "validation accuracy: {:.2}% before training, {:.2}% after (AUC {:.4})",
+                b * 100.0,
+                a * 100.0,
+                summary.val_auc.unwrap_or(f32::NAN)
+            );
+        }
+        match threshold {
+            Some(t) => eprintln!("calibrated threshold: {t:.4}"),
+            None => eprintln!("no threshold calibrated"),
         }
     }
 }
