@@ -6,6 +6,29 @@ use candle_face::eval::{self, CalibrationTarget};
 use candle_face::infer::ModelSource;
 use std::path::PathBuf;
 
+/// The pairs `eval` and `calibrate` score.
+#[derive(Debug, clap::Args)]
+struct ScoredPairsArgs {
+    /// Pairs file: LFW `pairs.txt` (View 1 or View 2) or CSV `img1,img2,same`.
+    #[arg(long)]
+    pairs: PathBuf,
+    /// Folder the pair paths are relative to.
+    #[arg(long)]
+    images: PathBuf,
+}
+
+impl ScoredPairsArgs {
+    /// Reads the pairs and scores them with `embedder`.
+    fn score(
+        &self,
+        embedder: &candle_face::infer::Embedder,
+    ) -> Result<(Vec<eval::Pair>, eval::ScoredPairs)> {
+        let pairs = eval::read_pairs(&self.pairs)?;
+        let scored = eval::score_pairs(embedder, &pairs, &self.images)?;
+        Ok((pairs, scored))
+    }
+}
+
 /// Arguments of `eval`.
 #[derive(Debug, clap::Args)]
 pub struct EvalArgs {
@@ -13,12 +36,8 @@ pub struct EvalArgs {
     model: ModelArgs,
     #[command(flatten)]
     detect: DetectArgs,
-    /// Pairs file: LFW `pairs.txt` (View 1 or View 2) or CSV `img1,img2,same`.
-    #[arg(long)]
-    pairs: PathBuf,
-    /// Folder the pair paths are relative to.
-    #[arg(long)]
-    images: PathBuf,
+    #[command(flatten)]
+    pairs: ScoredPairsArgs,
     /// Print one JSON object on stdout.
     #[arg(long)]
     json: bool,
@@ -34,8 +53,7 @@ pub struct EvalArgs {
 /// Runs `eval`.
 pub fn run_eval(a: EvalArgs) -> Result<()> {
     let embedder = a.detect.apply(a.model.load()?)?;
-    let pairs = eval::read_pairs(&a.pairs)?;
-    let scored = eval::score_pairs(&embedder, &pairs, &a.images)?;
+    let (pairs, scored) = a.pairs.score(&embedder)?;
     report_unscored(&scored, &pairs);
     if let Some(path) = &a.scores {
         write_scores(path, &scored, &pairs)?;
@@ -142,12 +160,8 @@ pub struct CalibrateArgs {
     out: Option<PathBuf>,
     #[command(flatten)]
     detect: DetectArgs,
-    /// Pairs file (LFW pairs.txt or CSV).
-    #[arg(long)]
-    pairs: PathBuf,
-    /// Folder the pair paths are relative to.
-    #[arg(long)]
-    images: PathBuf,
+    #[command(flatten)]
+    pairs: ScoredPairsArgs,
     /// What to optimise: `accuracy`, or `far=0.001` for a false-accept rate.
     #[arg(long, default_value = "accuracy")]
     target: CalibrationTarget,
@@ -172,8 +186,7 @@ pub fn run_calibrate(a: CalibrateArgs) -> Result<()> {
     let embedder = a
         .detect
         .apply(candle_face::infer::Embedder::load(&folder)?)?;
-    let pairs = eval::read_pairs(&a.pairs)?;
-    let scored = eval::score_pairs(&embedder, &pairs, &a.images)?;
+    let (_, scored) = a.pairs.score(&embedder)?;
     for s in &scored.skipped {
         eprintln!("skipped {s}");
     }
@@ -186,7 +199,7 @@ pub fn run_calibrate(a: CalibrateArgs) -> Result<()> {
             "calibrate: {} on {} pairs of {}",
             a.target,
             scored.distances.len(),
-            a.pairs.display()
+            a.pairs.pairs.display()
         ),
     );
     cfg.save(&folder)?;
