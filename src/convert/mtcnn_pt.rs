@@ -58,10 +58,48 @@ fn parse(bytes: &[u8]) -> std::result::Result<HashMap<String, Tensor>, String> {
     }
     let mut cur = Cursor::new(bytes);
     cur.set_position(15);
+    let (state, keys) = read_pickles(&mut cur)?;
+    // `state_dict()` carries a `_metadata` attribute (module versions); candle's pickle
+    // reader merges it into the dict as one more entry.
+    let refs = state
+        .into_iter()
+        .filter(|(name, _)| *name != Object::Unicode("_metadata".into()))
+        .map(|(name, obj)| match name {
+            Object::Unicode(name) => tensor_ref(obj).map(|r| (name, r)),
+            other => Err(format!("state-dict key is not a string: {}", short(&other))),
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let storages = read_storages(bytes, cur.position() as usize, &keys, &refs)?;
+    let mut out = HashMap::new();
+    for (name, r) in refs {
+        let data = storages
+            .get(r.key.as_str())
+            .ok_or_else(|| format!("{name}: storage {} missing", r.key))?;
+        let raw = gather(data, r.dtype.size_in_bytes(), r.offset, &r.shape, &r.stride).ok_or_else(
+            || {
+                format!(
+                    "{name}: view {:?}/{:?} exceeds its storage",
+                    r.shape, r.stride
+                )
+            },
+        )?;
+        let t = Tensor::from_raw_buffer(&raw, r.dtype, &r.shape, &Device::Cpu)
+            .map_err(|e| format!("{name}: {e}"))?;
+        out.insert(name, t);
+    }
+    Ok(out)
+}
+
+/// The pickles after the magic number: protocol, system info, the state dict and the storage
+/// keys (in the order their data follows).
+#[allow(clippy::type_complexity)]
+fn read_pickles(
+    cur: &mut Cursor<&[u8]>,
+) -> std::result::Result<(Vec<(Object, Object)>, Vec<String>), String> {
     let mut next = |what: &str| -> std::result::Result<Object, String> {
         let mut stack = Stack::empty();
         stack
-            .read_loop(&mut cur)
+            .read_loop(&mut *cur)
             .map_err(|e| format!("reading the {what} pickle: {e}"))?;
         stack
             .finalize()
@@ -98,27 +136,23 @@ fn parse(bytes: &[u8]) -> std::result::Result<HashMap<String, Tensor>, String> {
             ))
         }
     };
+    Ok((state, keys))
+}
 
-    // `state_dict()` carries a `_metadata` attribute (module versions); candle's pickle
-    // reader merges it into the dict as one more entry.
-    let refs = state
-        .into_iter()
-        .filter(|(name, _)| *name != Object::Unicode("_metadata".into()))
-        .map(|(name, obj)| match name {
-            Object::Unicode(name) => tensor_ref(obj).map(|r| (name, r)),
-            other => Err(format!("state-dict key is not a string: {}", short(&other))),
-        })
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-
-    // The raw storages: u64 element count, then the data; their element size comes from the
-    // tensors that use them.
+/// The raw storages from `pos` on: each a u64 element count, then the data; their element
+/// size comes from the tensors that use them.
+fn read_storages<'a>(
+    bytes: &'a [u8],
+    mut pos: usize,
+    keys: &'a [String],
+    refs: &[(String, TensorRef)],
+) -> std::result::Result<HashMap<&'a str, &'a [u8]>, String> {
     let elem_size: HashMap<&str, usize> = refs
         .iter()
         .map(|(_, r)| (r.key.as_str(), r.dtype.size_in_bytes()))
         .collect();
-    let mut pos = cur.position() as usize;
     let mut storages: HashMap<&str, &[u8]> = HashMap::new();
-    for key in &keys {
+    for key in keys {
         let count = bytes
             .get(pos..pos + 8)
             .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
@@ -128,31 +162,14 @@ fn parse(bytes: &[u8]) -> std::result::Result<HashMap<String, Tensor>, String> {
         let len = count
             .checked_mul(size)
             .ok_or_else(|| format!("storage {key}: absurd element count {count}"))?;
-        let data = bytes
-            .get(pos..pos + len)
+        let data = pos
+            .checked_add(len)
+            .and_then(|end| bytes.get(pos..end))
             .ok_or_else(|| format!("truncated inside storage {key} ({count} elements)"))?;
         storages.insert(key.as_str(), data);
         pos += len;
     }
-
-    let mut out = HashMap::new();
-    for (name, r) in refs {
-        let data = storages
-            .get(r.key.as_str())
-            .ok_or_else(|| format!("{name}: storage {} missing", r.key))?;
-        let raw = gather(data, r.dtype.size_in_bytes(), r.offset, &r.shape, &r.stride).ok_or_else(
-            || {
-                format!(
-                    "{name}: view {:?}/{:?} exceeds its storage",
-                    r.shape, r.stride
-                )
-            },
-        )?;
-        let t = Tensor::from_raw_buffer(&raw, r.dtype, &r.shape, &Device::Cpu)
-            .map_err(|e| format!("{name}: {e}"))?;
-        out.insert(name, t);
-    }
-    Ok(out)
+    Ok(storages)
 }
 
 /// A short description of a pickle object for error messages.
