@@ -253,7 +253,7 @@ impl DlibFrontalDetector {
             for _ in 0..l {
                 x = x * (6.0 / 5.0) + 0.3;
             }
-            round_half_up(x) as i64
+            round_point(x) as i64
         });
         Rect {
             left: up[0],
@@ -367,6 +367,13 @@ fn round_half_up(v: f64) -> f64 {
     (v + 0.5).floor()
 }
 
+/// dlib's rounding of a mapped `rectangle`'s corners (`rect_up`/`rect_down` of an integer
+/// rectangle): half away from zero, which differs from [`round_half_up`] at −n.5 (a window
+/// hanging over the photo's left or top edge).
+fn round_point(v: f64) -> f64 {
+    v.round()
+}
+
 /// Area of a dlib rectangle (0 when empty), as `f64`.
 fn area(r: Rect) -> f64 {
     if r.left > r.right || r.top > r.bottom {
@@ -384,7 +391,7 @@ fn rect_down2(rect: Rect, levels: u32) -> Rect {
         for _ in 0..levels {
             x = x / 2.0 - shift;
         }
-        round_half_up(x) as i64
+        round_point(x) as i64
     };
     Rect {
         left: down(rect.left, 1.25),
