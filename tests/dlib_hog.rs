@@ -20,7 +20,10 @@ fn fixture_images_and_boxes() -> Option<(Vec<RgbImage>, Vec<[i64; 4]>)> {
         .map(|c| RgbImage::from_raw(w as u32, h as u32, c.to_vec()).unwrap())
         .collect();
     let boxes = fx["boxes"].to_vec2::<f32>().unwrap();
-    let boxes = boxes.iter().map(|b| [0, 1, 2, 3].map(|k| b[k] as i64)).collect();
+    let boxes = boxes
+        .iter()
+        .map(|b| [0, 1, 2, 3].map(|k| b[k] as i64))
+        .collect();
     Some((images, boxes))
 }
 

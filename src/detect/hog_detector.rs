@@ -70,7 +70,9 @@ impl DlibFrontalDetector {
     /// as `fhog_object_detector.save` writes it).
     pub fn from_dlib_bytes(bytes: &[u8]) -> Result<Self> {
         let mut r = DlibReader::new(bytes);
-        let version = r.read_i32().map_err(|e| e.context("object_detector version"))?;
+        let version = r
+            .read_i32()
+            .map_err(|e| e.context("object_detector version"))?;
         if version != 2 {
             return Err(DlibFormatError::new(
                 0,
@@ -78,7 +80,9 @@ impl DlibFrontalDetector {
             ));
         }
         let mut det = read_scanner(&mut r)?;
-        det.iou_thresh = r.read_f64().map_err(|e| e.context("overlap match_thresh"))?;
+        det.iou_thresh = r
+            .read_f64()
+            .map_err(|e| e.context("overlap match_thresh"))?;
         det.covered_thresh = r.read_f64().map_err(|e| e.context("overlap_thresh"))?;
         let dims = FHOG_CHANNELS * det.filter_rows * det.filter_cols;
         let n = r.read_len(dims + 1, "weight vectors")?;
@@ -164,14 +168,18 @@ impl DlibFrontalDetector {
     /// The images of `scan_fhog_pyramid::load`: `img` and its `pyramid_down<6>` reductions,
     /// as many as dlib's level count from the shrinking image rectangle allows.
     fn pyramid(&self, img: &RgbImage) -> Vec<RgbImage> {
-        let mut rect = [0.0, 0.0, f64::from(img.width()) - 1.0, f64::from(img.height()) - 1.0];
+        let mut rect = [
+            0.0,
+            0.0,
+            f64::from(img.width()) - 1.0,
+            f64::from(img.height()) - 1.0,
+        ];
         let mut levels = 0u64;
         loop {
             rect = rect.map(|v| round_half_up((v - 0.3) * (5.0 / 6.0)));
             levels += 1;
             let (w, h) = (rect[2] - rect[0] + 1.0, rect[3] - rect[1] + 1.0);
-            let big_enough =
-                w >= self.min_level_size.0 as f64 && h >= self.min_level_size.1 as f64;
+            let big_enough = w >= self.min_level_size.0 as f64 && h >= self.min_level_size.1 as f64;
             if !big_enough || levels >= self.max_levels {
                 break;
             }
@@ -421,7 +429,13 @@ fn filter_separable(
     for r in 0..nr {
         let row = &plane[r * nc..(r + 1) * nc];
         let dst = &mut scratch[r * nc..(r + 1) * nc];
-        correlate(first_col, last_col, rf, |c, n| row[c - first_col + n], |c, v| dst[c] = v);
+        correlate(
+            first_col,
+            last_col,
+            rf,
+            |c, n| row[c - first_col + n],
+            |c, v| dst[c] = v,
+        );
     }
     for r in first_row..last_row {
         let scratch = &*scratch;
@@ -529,7 +543,12 @@ fn svd(a: &[f64], rows: usize, cols: usize) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
         }
     }
     let sigma: Vec<f64> = (0..cols)
-        .map(|j| (0..rows).map(|i| u[i * cols + j].powi(2)).sum::<f64>().sqrt())
+        .map(|j| {
+            (0..rows)
+                .map(|i| u[i * cols + j].powi(2))
+                .sum::<f64>()
+                .sqrt()
+        })
         .collect();
     for (j, &s) in sigma.iter().enumerate() {
         if s > 0.0 {
@@ -537,4 +556,101 @@ fn svd(a: &[f64], rows: usize, cols: usize) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
         }
     }
     (sigma, u, v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BYTES: &[u8] = include_bytes!("../../models/dlib-hog-frontal/frontal_face_detector.svm");
+
+    #[test]
+    fn truncated_or_corrupt_files_are_errors() {
+        let det = DlibFrontalDetector::from_dlib_bytes(BYTES).unwrap();
+        assert_eq!(
+            (det.filter_rows, det.filter_cols, det.num_filters()),
+            (10, 10, 5)
+        );
+        for cut in [0, 1, 5, 40, BYTES.len() / 2, BYTES.len() - 1] {
+            let e = DlibFrontalDetector::from_dlib_bytes(&BYTES[..cut]).unwrap_err();
+            assert!(!e.what.is_empty(), "cut at {cut}");
+        }
+        let mut wrong_version = BYTES.to_vec();
+        wrong_version[1] = 3;
+        let e = DlibFrontalDetector::from_dlib_bytes(&wrong_version).unwrap_err();
+        assert!(e.what.contains("version 3"), "{e}");
+        // The window's dimension count (3100) changed to 3101.
+        let mut dims = BYTES.to_vec();
+        let at = dims
+            .windows(3)
+            .position(|w| w == [0x02, 0x1c, 0x0c])
+            .unwrap();
+        dims[at + 1] = 0x1d;
+        assert!(DlibFrontalDetector::from_dlib_bytes(&dims).is_err());
+        let mut trailing = BYTES.to_vec();
+        trailing.push(0);
+        assert!(DlibFrontalDetector::from_dlib_bytes(&trailing).is_err());
+    }
+
+    #[test]
+    fn svd_pieces_rebuild_a_low_rank_filter() {
+        // f = a·bᵀ + c·dᵀ, rank 2.
+        let (a, b) = ([1.0, -2.0, 0.5], [0.3, 0.1, -0.7]);
+        let (c, d) = ([0.2, 0.4, 1.0], [1.0, 0.5, 0.25]);
+        let f: Vec<f64> = (0..9)
+            .map(|i| a[i / 3] * b[i % 3] + c[i / 3] * d[i % 3])
+            .collect();
+        let pieces = separable_pieces(&f, 3, 3);
+        assert_eq!(pieces.len(), 2);
+        for i in 0..9 {
+            let v: f64 = pieces
+                .iter()
+                .map(|p| f64::from(p.col[i / 3]) * f64::from(p.row[i % 3]))
+                .sum();
+            assert!((v - f[i]).abs() < 1e-6, "{i}: {v} vs {}", f[i]);
+        }
+    }
+
+    #[test]
+    fn window_mapping_and_overlap_follow_dlib() {
+        let det = DlibFrontalDetector::from_dlib_bytes(BYTES).unwrap();
+        // Cell (9, 9) of level 0: centered_rect left 4 → fhog_to_image (4+1-4)·8+1+4 = 13.
+        let r = det.window_rect(9, 9, 0);
+        assert_eq!((r.left, r.top, r.right, r.bottom), (13, 13, 85, 85));
+        // One level up: 13·1.2+0.3 = 15.9 → 16; 85·1.2+0.3 = 102.3 → 102.
+        let r = det.window_rect(9, 9, 1);
+        assert_eq!((r.left, r.right), (16, 102));
+        // Left edge at -19 one level up: -22.5 rounds away from zero.
+        assert_eq!(det.window_rect(6, 9, 1).left, -23);
+        let a = Rect {
+            left: 0,
+            top: 0,
+            right: 9,
+            bottom: 9,
+        };
+        let b = Rect {
+            left: 5,
+            top: 0,
+            right: 14,
+            bottom: 9,
+        };
+        // Intersection over union 50/150 = 0.333 > 0.330: overlapping.
+        assert!(det.boxes_overlap(a, b));
+        // 40/160 = 0.25, each covered 40%: not overlapping.
+        let c = Rect {
+            left: 6,
+            top: 0,
+            right: 15,
+            bottom: 9,
+        };
+        assert!(!det.boxes_overlap(a, c));
+        // A box inside a bigger one is covered entirely.
+        let big = Rect {
+            left: -20,
+            top: -20,
+            right: 40,
+            bottom: 40,
+        };
+        assert!(det.boxes_overlap(big, a));
+    }
 }
