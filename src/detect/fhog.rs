@@ -164,10 +164,12 @@ const DIRECTIONS: [[f32; 2]; 9] = [
 /// `(dx, dy, squared length)`. `later_wins` chooses dlib's tie rule: the vectorised path keeps
 /// the later channel of two with equal strength, the scalar path the earlier.
 fn gradient(img: &RgbImage, x: u32, y: u32, later_wins: bool) -> (i32, i32, i32) {
-    let p = |x: u32, y: u32| img.get_pixel(x, y).0.map(i32::from);
-    let (l, r, t, b) = (p(x - 1, y), p(x + 1, y), p(x, y - 1), p(x, y + 1));
+    let raw = img.as_raw();
+    let stride = img.width() as usize * 3;
+    let at = (y as usize) * stride + x as usize * 3;
     let g = |ch: usize| {
-        let (dx, dy) = (r[ch] - l[ch], b[ch] - t[ch]);
+        let dx = i32::from(raw[at + 3 + ch]) - i32::from(raw[at - 3 + ch]);
+        let dy = i32::from(raw[at + stride + ch]) - i32::from(raw[at - stride + ch]);
         (dx, dy, dx * dx + dy * dy)
     };
     let mut best = g(0);
@@ -212,9 +214,7 @@ impl Histograms {
     }
 
     fn add(&mut self, r: usize, c: usize, o: usize, v: f32) {
-        if let Some(h) = self.bins.get_mut(r * self.cols + c) {
-            h[o] += v;
-        }
+        self.bins[r * self.cols + c][o] += v;
     }
 
     /// Histogram of cell `(r, c)` (border-free coordinates).

@@ -426,58 +426,104 @@ fn filter_separable(
     if rf.is_empty() || cf.is_empty() || last_col <= first_col || last_row <= first_row {
         return;
     }
-    for r in 0..nr {
-        let row = &plane[r * nc..(r + 1) * nc];
-        let dst = &mut scratch[r * nc..(r + 1) * nc];
-        correlate(
-            first_col,
-            last_col,
-            rf,
-            |c, n| row[c - first_col + n],
-            |c, v| dst[c] = v,
-        );
+    for (row, dst) in plane.chunks_exact(nc).zip(scratch.chunks_exact_mut(nc)) {
+        // Output column c reads row[c − first_col ..][..len].
+        correlate(rf, first_col, last_col, dst, |c| &row[c - first_col..]);
     }
+    let scratch = &*scratch;
     for r in first_row..last_row {
-        let scratch = &*scratch;
         let dst = &mut out[r * nc..(r + 1) * nc];
-        let at = |c: usize, m: usize| scratch[(r - first_row + m) * nc + c];
-        correlate(first_col, last_col, cf, at, |c, v| dst[c] += v);
+        let mut col = vec![0f32; nc];
+        // Tap m of output column c reads scratch[(r − first_row + m)·nc + c]: gather the
+        // column block as rows of the window.
+        let window = &scratch[(r - first_row) * nc..];
+        correlate_cols(cf, nc, first_col, last_col, window, &mut col);
+        for c in first_col..last_col {
+            dst[c] += col[c];
+        }
     }
 }
 
-/// One pass of [`filter_separable`]: for output columns `first..last`, `Σ_n src(c, n)·f[n]`,
-/// summed as dlib sums it, handed to `put`.
-fn correlate(
+/// The row pass of [`filter_separable`]: `dst[c] = Σ_n src(c)[n]·f[n]` for `c` in
+/// `first..last`, dlib's eight-column blocks (three accumulators) then a scalar tail.
+fn correlate<'a>(
+    f: &[f32],
     first: usize,
     last: usize,
-    f: &[f32],
-    src: impl Fn(usize, usize) -> f32,
-    mut put: impl FnMut(usize, f32),
+    dst: &mut [f32],
+    src: impl Fn(usize) -> &'a [f32],
 ) {
+    let len = f.len();
     let mut c = first;
     while c + 7 < last {
-        for c in c..c + 8 {
-            let (mut t1, mut t2, mut t3) = (0f32, 0f32, 0f32);
-            let mut n = 0;
-            while n + 2 < f.len() {
-                t1 += src(c, n) * f[n];
-                t2 += src(c, n + 1) * f[n + 1];
-                t3 += src(c, n + 2) * f[n + 2];
-                n += 3;
+        let base = &src(c)[..len + 7];
+        let (mut t1, mut t2, mut t3) = ([0f32; 8], [0f32; 8], [0f32; 8]);
+        let mut n = 0;
+        while n + 2 < len {
+            let (a, b, d) = (f[n], f[n + 1], f[n + 2]);
+            for j in 0..8 {
+                t1[j] += base[n + j] * a;
+                t2[j] += base[n + 1 + j] * b;
+                t3[j] += base[n + 2 + j] * d;
             }
-            for n in n..f.len() {
-                t1 += src(c, n) * f[n];
+            n += 3;
+        }
+        for (n, &fv) in f.iter().enumerate().skip(n) {
+            for j in 0..8 {
+                t1[j] += base[n + j] * fv;
             }
-            put(c, t1 + (t2 + t3));
+        }
+        for j in 0..8 {
+            dst[c + j] = t1[j] + (t2[j] + t3[j]);
+        }
+        c += 8;
+    }
+    for c in c..last {
+        let base = src(c);
+        let mut t = 0f32;
+        for (n, &fv) in f.iter().enumerate() {
+            t += base[n] * fv;
+        }
+        dst[c] = t;
+    }
+}
+
+/// The column pass of [`filter_separable`] for one output row: `out[c] = Σ_m win[m·nc + c]·f[m]`
+/// for `c` in `first..last`, in the same blocks and order as [`correlate`].
+fn correlate_cols(f: &[f32], nc: usize, first: usize, last: usize, win: &[f32], out: &mut [f32]) {
+    let len = f.len();
+    let tap = |m: usize, c: usize| &win[m * nc + c..];
+    let mut c = first;
+    while c + 7 < last {
+        let (mut t1, mut t2, mut t3) = ([0f32; 8], [0f32; 8], [0f32; 8]);
+        let mut m = 0;
+        while m + 2 < len {
+            let (a, b, d) = (f[m], f[m + 1], f[m + 2]);
+            let (p1, p2, p3) = (&tap(m, c)[..8], &tap(m + 1, c)[..8], &tap(m + 2, c)[..8]);
+            for j in 0..8 {
+                t1[j] += p1[j] * a;
+                t2[j] += p2[j] * b;
+                t3[j] += p3[j] * d;
+            }
+            m += 3;
+        }
+        for (m, &fv) in f.iter().enumerate().skip(m) {
+            let p1 = &tap(m, c)[..8];
+            for j in 0..8 {
+                t1[j] += p1[j] * fv;
+            }
+        }
+        for j in 0..8 {
+            out[c + j] = t1[j] + (t2[j] + t3[j]);
         }
         c += 8;
     }
     for c in c..last {
         let mut t = 0f32;
-        for (n, fv) in f.iter().enumerate() {
-            t += src(c, n) * fv;
+        for (m, &fv) in f.iter().enumerate() {
+            t += win[m * nc + c] * fv;
         }
-        put(c, t);
+        out[c] = t;
     }
 }
 
