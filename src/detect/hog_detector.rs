@@ -6,7 +6,7 @@
 //!
 //! Detection as dlib's Python `detector(img, upsample)` runs it: the photo is enlarged
 //! `upsample` times with `pyramid_up`; a `pyramid_down<6>` pyramid of it is built down to
-//! 64 pixels a side; each level's fHOG features ([`super::fhog`]) are correlated with each
+//! 64 pixels a side; each level's fHOG features (`src/detect/fhog.rs`) are correlated with each
 //! filter (as dlib does, through the filters' rank-truncated SVD: one row and one column
 //! filter per singular value); every window scoring at least the filter's bias is a
 //! detection, mapped back to the photo; the detections of all filters, best first, go
@@ -478,13 +478,12 @@ fn correlate<'a>(
         }
         c += 8;
     }
-    for c in c..last {
-        let base = src(c);
+    for (c, d) in dst.iter_mut().enumerate().take(last).skip(c) {
         let mut t = 0f32;
-        for (n, &fv) in f.iter().enumerate() {
-            t += base[n] * fv;
+        for (&x, &fv) in src(c).iter().zip(f) {
+            t += x * fv;
         }
-        dst[c] = t;
+        *d = t;
     }
 }
 
@@ -648,12 +647,12 @@ mod tests {
             .collect();
         let pieces = separable_pieces(&f, 3, 3);
         assert_eq!(pieces.len(), 2);
-        for i in 0..9 {
+        for (i, &want) in f.iter().enumerate() {
             let v: f64 = pieces
                 .iter()
                 .map(|p| f64::from(p.col[i / 3]) * f64::from(p.row[i % 3]))
                 .sum();
-            assert!((v - f[i]).abs() < 1e-6, "{i}: {v} vs {}", f[i]);
+            assert!((v - want).abs() < 1e-6, "{i}: {v} vs {want}");
         }
     }
 
