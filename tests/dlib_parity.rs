@@ -117,9 +117,9 @@ fn network_built_for_training_then_initialised_matches_dlib() {
     assert!(d <= 1e-4, "max |Δ| = {d}");
 }
 
-/// The whole photo pipeline (MTCNN, dlib-style box, dlib's landmarks and chip, the network) on
-/// dlib's own test photos lands near dlib's descriptors (dlib places its landmarks from its HOG
-/// detector's box, which MTCNN's only approximates: 11 of the 12 within 0.1, the other 0.16);
+/// The whole photo pipeline (MTCNN, the ported HOG detector's box, dlib's landmarks and chip,
+/// the network) on dlib's own test photos lands within 0.1 of dlib's descriptors for every
+/// photo;
 /// a tight crop of the face (no room around it for the detector) and a dark copy are still
 /// found, and land near the photo's.
 #[test]
@@ -145,10 +145,10 @@ fn photo_pipeline_matches_dlib_and_finds_tight_and_dark_faces() {
         .to_vec1::<f32>()
         .unwrap();
     eprintln!("photo pipeline vs dlib: {dist:?}");
-    let within = dist.iter().filter(|&&d| d <= 0.1).count();
     let mean = dist.iter().sum::<f32>() / dist.len() as f32;
-    assert!(within >= 11 && mean <= 0.06, "{dist:?}");
-    assert!(dist.iter().all(|&d| d <= 0.2), "{dist:?}");
+    let max = dist.iter().copied().fold(0f32, f32::max);
+    eprintln!("max {max}, mean {mean}");
+    assert!(dist.iter().all(|&d| d <= 0.1), "{dist:?}");
 
     let boxes = fx["boxes"].to_vec2::<f32>().unwrap();
     let [l, t, r, b] = [0, 1, 2, 3].map(|k| boxes[0][k].max(0.0) as u32);

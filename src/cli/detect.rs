@@ -131,8 +131,9 @@ pub fn run(a: DetectCmdArgs) -> Result<()> {
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "image".into());
-            for (i, f) in faces.iter().enumerate() {
-                let crop = recipe.apply(&img, f)?;
+            // One HOG scan for all faces of the photo (dlib chips).
+            let crops = recipe.apply_all(&img, &faces)?;
+            for (i, crop) in crops.iter().enumerate() {
                 let out = dir.join(format!("{stem}_face{i}.png"));
                 crop.save(&out)
                     .with_context(|| format!("cannot write {}", out.display()))?;

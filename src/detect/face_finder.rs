@@ -57,11 +57,9 @@ impl FaceFinder {
 
     /// Every face in `img`, largest first, each with its crop.
     pub fn find_all(&self, img: &RgbImage) -> Result<Vec<(Face, RgbImage)>> {
-        self.mtcnn
-            .detect(img)?
-            .into_iter()
-            .map(|f| Ok((f, self.crop.apply(img, &f)?)))
-            .collect()
+        let faces = self.mtcnn.detect(img)?;
+        let crops = self.crop.apply_all(img, &faces)?;
+        Ok(faces.into_iter().zip(crops).collect())
     }
 
     /// The crop of the main face in `img` ([`pick`](Self::pick)); [`Error::NoFace`] naming

@@ -9,7 +9,10 @@
 //! - [`FaceCrop`]: the crop recipe a model's `config.json` records for detection; [`FacePick`]:
 //!   which face of several is the main one;
 //! - [`FaceFinder`]: detection + crop recipe + pick, the main face of a photo ready for a model;
-//! - [`bundled_mtcnn`]: the detector weights built into the crate (no download needed);
+//! - [`DlibFrontalDetector`]: dlib's HOG face detector, whose boxes [`FaceCrop::DlibChip`] starts
+//!   dlib's landmark model from;
+//! - [`bundled_mtcnn`], [`bundled_hog_detector`]: the detector weights built into the crate (no
+//!   download needed);
 //!
 //! Model folder layout: three files `pnet.safetensors`, `rnet.safetensors`, `onet.safetensors`,
 //! each with facenet-pytorch's tensor names and no prefix.
@@ -34,6 +37,8 @@ pub mod dlib_chip;
 mod dlib_geometry;
 pub mod face_crop;
 pub mod face_finder;
+mod fhog;
+pub mod hog_detector;
 pub mod mtcnn;
 pub mod mtcnn_nets;
 pub mod nms;
@@ -41,11 +46,13 @@ pub mod shape_predictor;
 
 pub use align::{align_face, align_face_to, extract_face, template, ARCFACE_TEMPLATE_112};
 pub use bundled_weights::{
-    bundled_landmarks, bundled_mtcnn, BUNDLED_LANDMARKS_NOTICE, BUNDLED_MTCNN_NOTICE,
+    bundled_hog_detector, bundled_landmarks, bundled_mtcnn, BUNDLED_HOG_NOTICE,
+    BUNDLED_LANDMARKS_NOTICE, BUNDLED_MTCNN_NOTICE,
 };
 pub use dlib_chip::{extract_image_chip, get_face_chip_details, ChipDetails, DRect};
 pub use face_crop::{FaceCrop, FacePick};
 pub use face_finder::FaceFinder;
+pub use hog_detector::{DlibFrontalDetector, HogDetection};
 pub use mtcnn::{DetectTrace, Face, Mtcnn, MtcnnConfig};
 pub use mtcnn_nets::{ONet, PNet, RNet};
 pub use shape_predictor::{Rect, ShapePredictor};

@@ -1,0 +1,701 @@
+//! dlib's frontal face detector (`dlib::get_frontal_face_detector()`): an
+//! `object_detector<scan_fhog_pyramid<pyramid_down<6>>>` of five linear filters over fHOG
+//! features (Felzenszwalb et al., "Object Detection with Discriminatively Trained Part Based
+//! Models", PAMI 2010; Dalal & Triggs, CVPR 2005), ported from
+//! `dlib/image_processing/scan_fhog_pyramid.h` and `object_detector.h`.
+//!
+//! Detection as dlib's Python `detector(img, upsample)` runs it: the photo is enlarged
+//! `upsample` times with `pyramid_up`; a `pyramid_down<6>` pyramid of it is built down to
+//! 64 pixels a side; each level's fHOG features (`src/detect/fhog.rs`) are correlated with each
+//! filter (as dlib does, through the filters' rank-truncated SVD: one row and one column
+//! filter per singular value); every window scoring at least the filter's bias is a
+//! detection, mapped back to the photo; the detections of all filters, best first, go
+//! through dlib's non-max suppression.
+//!
+//! The weights come from dlib's own serialization of the detector (what
+//! `dlib.get_frontal_face_detector().save(path)` writes); the bundled copy is
+//! [`super::bundled_hog_detector`].
+
+use super::fhog::{extract_fhog, pyramid_down6, pyramid_up, Fhog, FHOG_CHANNELS};
+use super::shape_predictor::Rect;
+use crate::convert::dlib_format::{DlibFormatError, DlibReader, Result};
+use image::RgbImage;
+use rayon::prelude::*;
+
+/// One face found by [`DlibFrontalDetector::detect`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HogDetection {
+    /// The face box in the photo's pixels, as dlib returns it.
+    pub rect: Rect,
+    /// Detection confidence: the window's filter response minus the filter's bias (dlib's
+    /// `run(img, upsample, 0)` scores; a detection scores at least 0).
+    pub score: f64,
+    /// Which of the detector's filters found it (dlib's `weight_index`).
+    pub filter: usize,
+}
+
+/// One rank-1 piece `col ⊗ row` of a filter channel.
+#[derive(Debug, Clone, PartialEq)]
+struct Separable {
+    row: Vec<f32>,
+    col: Vec<f32>,
+}
+
+/// One of the detector's linear filters: per fHOG channel its separable pieces, and the bias.
+#[derive(Debug, Clone, PartialEq)]
+struct Filter {
+    channels: Vec<Vec<Separable>>,
+    bias: f64,
+}
+
+/// dlib's HOG face detector: filters, window geometry and non-max-suppression thresholds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DlibFrontalDetector {
+    cell_size: u32,
+    /// Filter size in cells (rows, cols): the detection window plus padding.
+    filter_rows: usize,
+    filter_cols: usize,
+    /// Detection window in cells, without the padding.
+    padding: usize,
+    max_levels: u64,
+    min_level_size: (u64, u64),
+    /// `test_box_overlap`: intersection-over-union and covered-fraction thresholds.
+    iou_thresh: f64,
+    covered_thresh: f64,
+    filters: Vec<Filter>,
+}
+
+impl DlibFrontalDetector {
+    /// Parses dlib's serialization of an `object_detector<scan_fhog_pyramid<...>>` (version 2,
+    /// as `fhog_object_detector.save` writes it).
+    pub fn from_dlib_bytes(bytes: &[u8]) -> Result<Self> {
+        let mut r = DlibReader::new(bytes);
+        let version = r
+            .read_i32()
+            .map_err(|e| e.context("object_detector version"))?;
+        if version != 2 {
+            return Err(DlibFormatError::new(
+                0,
+                format!("not a dlib object_detector: version {version}, expected 2"),
+            ));
+        }
+        let mut det = read_scanner(&mut r)?;
+        det.iou_thresh = r
+            .read_f64()
+            .map_err(|e| e.context("overlap match_thresh"))?;
+        det.covered_thresh = r.read_f64().map_err(|e| e.context("overlap_thresh"))?;
+        let dims = FHOG_CHANNELS * det.filter_rows * det.filter_cols;
+        let n = r.read_len(dims + 1, "weight vectors")?;
+        for i in 0..n {
+            let w = r
+                .read_matrix_f64(Some(1))
+                .map_err(|e| e.context(format!("weight vector {i}")))?;
+            if w.data.len() != dims + 1 {
+                return Err(r.err(format!(
+                    "weight vector {i} has {} values, the scanner needs {}",
+                    w.data.len(),
+                    dims + 1
+                )));
+            }
+            det.filters.push(det.build_filter(&w.data));
+        }
+        r.expect_end("the object_detector")?;
+        det.validate()
+            .map_err(|what| DlibFormatError::new(r.offset(), what))?;
+        Ok(det)
+    }
+
+    /// Checks what detection relies on: finite weights and thresholds, at least one filter.
+    fn validate(&self) -> std::result::Result<(), String> {
+        if self.filters.is_empty() {
+            return Err("the detector has no filters".into());
+        }
+        let finite = self.filters.iter().all(|f| {
+            f.bias.is_finite()
+                && f.channels
+                    .iter()
+                    .flatten()
+                    .all(|s| s.row.iter().chain(&s.col).all(|v| v.is_finite()))
+        });
+        if !finite || !self.iou_thresh.is_finite() || !self.covered_thresh.is_finite() {
+            return Err("non-finite weights or overlap thresholds".into());
+        }
+        Ok(())
+    }
+
+    /// Number of filters (dlib's `num_detectors()`; 5 for the frontal face detector).
+    pub fn num_filters(&self) -> usize {
+        self.filters.len()
+    }
+
+    /// Faces in `img`, best first, as dlib's Python `detector.run(img, upsample, 0)` finds
+    /// them (with `upsample` times `pyramid_up` first; `detector(img, 1)` is what
+    /// face_recognition uses). Pyramid levels are scanned in parallel (rayon).
+    pub fn detect(&self, img: &RgbImage, upsample: u32) -> Vec<HogDetection> {
+        let mut big = img.clone();
+        for _ in 0..upsample {
+            big = pyramid_up(&big);
+        }
+        let mut dets = self.detect_plain(&big);
+        for d in &mut dets {
+            d.rect = rect_down2(d.rect, upsample);
+        }
+        dets
+    }
+
+    /// `object_detector::operator()` on `img` itself: scan, sort, non-max suppression.
+    fn detect_plain(&self, img: &RgbImage) -> Vec<HogDetection> {
+        let levels = self.pyramid(img);
+        let per_level: Vec<Vec<HogDetection>> = levels
+            .par_iter()
+            .enumerate()
+            .map(|(l, level)| self.scan_level(level, l))
+            .collect();
+        let mut all: Vec<HogDetection> = (0..self.filters.len())
+            .flat_map(|f| per_level.iter().flatten().filter(move |d| d.filter == f))
+            .copied()
+            .collect();
+        all.sort_by(|a, b| b.score.total_cmp(&a.score));
+        let mut kept: Vec<HogDetection> = Vec::new();
+        for d in all {
+            if !kept.iter().any(|k| self.boxes_overlap(k.rect, d.rect)) {
+                kept.push(d);
+            }
+        }
+        kept
+    }
+
+    /// The images of `scan_fhog_pyramid::load`: `img` and its `pyramid_down<6>` reductions,
+    /// as many as dlib's level count from the shrinking image rectangle allows.
+    fn pyramid(&self, img: &RgbImage) -> Vec<RgbImage> {
+        let mut rect = [
+            0.0,
+            0.0,
+            f64::from(img.width()) - 1.0,
+            f64::from(img.height()) - 1.0,
+        ];
+        let mut levels = 0u64;
+        loop {
+            rect = rect.map(|v| round_half_up((v - 0.3) * (5.0 / 6.0)));
+            levels += 1;
+            let (w, h) = (rect[2] - rect[0] + 1.0, rect[3] - rect[1] + 1.0);
+            let big_enough = w >= self.min_level_size.0 as f64 && h >= self.min_level_size.1 as f64;
+            if !big_enough || levels >= self.max_levels {
+                break;
+            }
+        }
+        let mut out = vec![img.clone()];
+        while (out.len() as u64) < levels {
+            let next = pyramid_down6(out.last().unwrap_or(img));
+            out.push(next);
+        }
+        out
+    }
+
+    /// Detections of every filter at pyramid level `l`, in dlib's order within a filter.
+    fn scan_level(&self, img: &RgbImage, l: usize) -> Vec<HogDetection> {
+        let feats = extract_fhog(img, self.cell_size, self.filter_rows, self.filter_cols);
+        if feats.data.is_empty() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for (f, filter) in self.filters.iter().enumerate() {
+            let (saliency, area) = self.saliency(filter, &feats);
+            let [top, bottom, left, right] = area;
+            for r in top..bottom {
+                for c in left..right {
+                    let s = f64::from(saliency[r * feats.cols + c]);
+                    if s >= filter.bias {
+                        out.push(HogDetection {
+                            rect: self.window_rect(c, r, l),
+                            score: s - filter.bias,
+                            filter: f,
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// `apply_filters_to_fhog` (separable path): the filter response at every cell, and the
+    /// cells where it is defined as `[top, bottom, left, right)` bounds.
+    fn saliency(&self, filter: &Filter, feats: &Fhog) -> (Vec<f32>, [usize; 4]) {
+        let (nr, nc) = (feats.rows, feats.cols);
+        let mut out = vec![0f32; nr * nc];
+        let mut scratch = vec![0f32; nr * nc];
+        for (ch, pieces) in filter.channels.iter().enumerate() {
+            for p in pieces {
+                filter_separable(feats.plane(ch), (nr, nc), p, &mut scratch, &mut out);
+            }
+        }
+        let (fr, fc) = (self.filter_rows, self.filter_cols);
+        let (top, left) = (fr / 2, fc / 2);
+        let bottom = nr.saturating_sub((fr - 1) / 2).max(top);
+        let right = nc.saturating_sub((fc - 1) / 2).max(left);
+        let area = [top, bottom, left, right];
+        (out, area)
+    }
+
+    /// The photo rectangle of the window centred on cell `(c, r)` of pyramid level `l`:
+    /// `rect_up(fhog_to_image(centered_rect((c, r), window)), l)`.
+    fn window_rect(&self, c: usize, r: usize, l: usize) -> Rect {
+        let (wr, wc) = (
+            (self.filter_rows - 2 * self.padding) as i64,
+            (self.filter_cols - 2 * self.padding) as i64,
+        );
+        let (left, top) = (c as i64 - wc / 2, r as i64 - wr / 2);
+        let cell = i64::from(self.cell_size);
+        let to_img = |p: i64, pad: usize| {
+            let v = (p + 1 - (pad as i64 - 1) / 2) * cell + 1;
+            v + if v >= 0 { cell / 2 } else { -cell / 2 }
+        };
+        let corners = [
+            to_img(left, self.filter_cols),
+            to_img(top, self.filter_rows),
+            to_img(left + wc - 1, self.filter_cols),
+            to_img(top + wr - 1, self.filter_rows),
+        ];
+        let up = corners.map(|v| {
+            let mut x = v as f64;
+            for _ in 0..l {
+                x = x * (6.0 / 5.0) + 0.3;
+            }
+            round_point(x) as i64
+        });
+        Rect {
+            left: up[0],
+            top: up[1],
+            right: up[2],
+            bottom: up[3],
+        }
+    }
+
+    /// dlib's `test_box_overlap` with the detector's thresholds.
+    fn boxes_overlap(&self, a: Rect, b: Rect) -> bool {
+        let inter = area(Rect {
+            left: a.left.max(b.left),
+            top: a.top.max(b.top),
+            right: a.right.min(b.right),
+            bottom: a.bottom.min(b.bottom),
+        });
+        if inter == 0.0 {
+            return false;
+        }
+        let union = area(Rect {
+            left: a.left.min(b.left),
+            top: a.top.min(b.top),
+            right: a.right.max(b.right),
+            bottom: a.bottom.max(b.bottom),
+        });
+        inter / union > self.iou_thresh
+            || inter / area(a) > self.covered_thresh
+            || inter / area(b) > self.covered_thresh
+    }
+
+    /// `build_fhog_filterbank` for one weight vector: each channel's `rows × cols` filter
+    /// split by its SVD into rank-1 pieces, singular values below `max(1e-3, 0.01·σ_max)`
+    /// dropped; the last weight is the bias.
+    fn build_filter(&self, w: &[f64]) -> Filter {
+        let (rows, cols) = (self.filter_rows, self.filter_cols);
+        let size = rows * cols;
+        let channels = (0..FHOG_CHANNELS)
+            .map(|ch| separable_pieces(&w[ch * size..(ch + 1) * size], rows, cols))
+            .collect();
+        Filter {
+            channels,
+            bias: w[FHOG_CHANNELS * size],
+        }
+    }
+}
+
+/// Reads `scan_fhog_pyramid`'s serialization (version 1) into a detector without filters.
+fn read_scanner(r: &mut DlibReader) -> Result<DlibFrontalDetector> {
+    let ctx = |what: &'static str| move |e: DlibFormatError| e.context(what);
+    let version = r.read_i32().map_err(ctx("scan_fhog_pyramid version"))?;
+    if version != 1 {
+        return Err(r.err(format!("unsupported scan_fhog_pyramid version {version}")));
+    }
+    // `feats` (a dlib::array of feature images), empty in a saved detector.
+    let _max_size = r.read_u64().map_err(ctx("feats max_size"))?;
+    if r.read_u64().map_err(ctx("feats size"))? != 0 {
+        return Err(r.err("a saved scan_fhog_pyramid holding feature images is not supported"));
+    }
+    let cell_size = r.read_i32().map_err(ctx("cell_size"))?;
+    let padding = r.read_u64().map_err(ctx("padding"))?;
+    let window_w = r.read_u64().map_err(ctx("window_width"))?;
+    let window_h = r.read_u64().map_err(ctx("window_height"))?;
+    let max_levels = r.read_u64().map_err(ctx("max_pyramid_levels"))?;
+    let min_w = r.read_u64().map_err(ctx("min_pyramid_layer_width"))?;
+    let min_h = r.read_u64().map_err(ctx("min_pyramid_layer_height"))?;
+    let _nuclear = r.read_f64().map_err(ctx("nuclear_norm_regularization"))?;
+    let dims = r.read_i64().map_err(ctx("num_dimensions"))?;
+    let ok = (1..=64).contains(&cell_size)
+        && padding <= 16
+        && (1..=4096).contains(&window_w)
+        && (1..=4096).contains(&window_h)
+        && max_levels > 0;
+    if !ok {
+        return Err(r.err(format!(
+            "implausible scanner: cell {cell_size}, padding {padding}, window \
+             {window_w}x{window_h}, {max_levels} levels"
+        )));
+    }
+    let cell = cell_size as u32;
+    // compute_fhog_window_size: grow_rect(image_to_fhog(centered_rect((0, 0), w, h)), padding),
+    // image_to_fhog(p) = (p − 1)/cell − 1 in C's truncating division.
+    let fhog_side = |n: u64| {
+        let lo = -(n as i64 / 2);
+        let hi = lo + n as i64 - 1;
+        let to_fhog = |p: i64| (p - 1) / i64::from(cell) - 1;
+        (to_fhog(hi) - to_fhog(lo) + 1 + 2 * padding as i64).max(0) as usize
+    };
+    let (filter_rows, filter_cols) = (fhog_side(window_h), fhog_side(window_w));
+    if dims != (FHOG_CHANNELS * filter_rows * filter_cols) as i64 || filter_rows == 0 {
+        return Err(r.err(format!(
+            "scanner says {dims} dimensions, its window needs {}",
+            FHOG_CHANNELS * filter_rows * filter_cols
+        )));
+    }
+    Ok(DlibFrontalDetector {
+        cell_size: cell,
+        filter_rows,
+        filter_cols,
+        padding: padding as usize,
+        max_levels,
+        min_level_size: (min_w, min_h),
+        iou_thresh: 0.0,
+        covered_thresh: 0.0,
+        filters: Vec::new(),
+    })
+}
+
+/// dlib's `drectangle → rectangle` rounding, `floor(v + 0.5)`.
+fn round_half_up(v: f64) -> f64 {
+    (v + 0.5).floor()
+}
+
+/// dlib's rounding of a mapped `rectangle`'s corners (`rect_up`/`rect_down` of an integer
+/// rectangle): half away from zero, which differs from [`round_half_up`] at −n.5 (a window
+/// hanging over the photo's left or top edge).
+fn round_point(v: f64) -> f64 {
+    v.round()
+}
+
+/// Area of a dlib rectangle (0 when empty), as `f64`.
+fn area(r: Rect) -> f64 {
+    if r.left > r.right || r.top > r.bottom {
+        0.0
+    } else {
+        ((r.right - r.left + 1) * (r.bottom - r.top + 1)) as f64
+    }
+}
+
+/// `pyramid_down<2>::rect_down(rect, levels)`: both corners mapped with `p/2 − (1.25, 0.75)`
+/// `levels` times, then rounded.
+fn rect_down2(rect: Rect, levels: u32) -> Rect {
+    let down = |v: i64, shift: f64| {
+        let mut x = v as f64;
+        for _ in 0..levels {
+            x = x / 2.0 - shift;
+        }
+        round_point(x) as i64
+    };
+    Rect {
+        left: down(rect.left, 1.25),
+        top: down(rect.top, 0.75),
+        right: down(rect.right, 1.25),
+        bottom: down(rect.bottom, 0.75),
+    }
+}
+
+/// dlib's `float_spatially_filter_image_separable(plane, out, row, col, scratch, add_to=true)`
+/// on a `rows × cols` plane: the row filter then the column filter, eight output columns at a
+/// time with three interleaved accumulators (dlib's `simd8f` loop), a scalar tail.
+fn filter_separable(
+    plane: &[f32],
+    (nr, nc): (usize, usize),
+    p: &Separable,
+    scratch: &mut [f32],
+    out: &mut [f32],
+) {
+    let (rf, cf) = (&p.row, &p.col);
+    let (first_col, first_row) = (rf.len() / 2, cf.len() / 2);
+    let last_col = nc.saturating_sub(rf.len().saturating_sub(1) / 2);
+    let last_row = nr.saturating_sub(cf.len().saturating_sub(1) / 2);
+    if rf.is_empty() || cf.is_empty() || last_col <= first_col || last_row <= first_row {
+        return;
+    }
+    for (row, dst) in plane.chunks_exact(nc).zip(scratch.chunks_exact_mut(nc)) {
+        // Output column c reads row[c − first_col ..][..len].
+        correlate(rf, first_col, last_col, dst, |c| &row[c - first_col..]);
+    }
+    let scratch = &*scratch;
+    for r in first_row..last_row {
+        let dst = &mut out[r * nc..(r + 1) * nc];
+        let mut col = vec![0f32; nc];
+        // Tap m of output column c reads scratch[(r − first_row + m)·nc + c]: gather the
+        // column block as rows of the window.
+        let window = &scratch[(r - first_row) * nc..];
+        correlate_cols(cf, nc, first_col, last_col, window, &mut col);
+        for c in first_col..last_col {
+            dst[c] += col[c];
+        }
+    }
+}
+
+/// The row pass of [`filter_separable`]: `dst[c] = Σ_n src(c)[n]·f[n]` for `c` in
+/// `first..last`, dlib's eight-column blocks (three accumulators) then a scalar tail.
+fn correlate<'a>(
+    f: &[f32],
+    first: usize,
+    last: usize,
+    dst: &mut [f32],
+    src: impl Fn(usize) -> &'a [f32],
+) {
+    let len = f.len();
+    let mut c = first;
+    while c + 7 < last {
+        let base = &src(c)[..len + 7];
+        let (mut t1, mut t2, mut t3) = ([0f32; 8], [0f32; 8], [0f32; 8]);
+        let mut n = 0;
+        while n + 2 < len {
+            let (a, b, d) = (f[n], f[n + 1], f[n + 2]);
+            for j in 0..8 {
+                t1[j] += base[n + j] * a;
+                t2[j] += base[n + 1 + j] * b;
+                t3[j] += base[n + 2 + j] * d;
+            }
+            n += 3;
+        }
+        for (n, &fv) in f.iter().enumerate().skip(n) {
+            for j in 0..8 {
+                t1[j] += base[n + j] * fv;
+            }
+        }
+        for j in 0..8 {
+            dst[c + j] = t1[j] + (t2[j] + t3[j]);
+        }
+        c += 8;
+    }
+    for (c, d) in dst.iter_mut().enumerate().take(last).skip(c) {
+        let mut t = 0f32;
+        for (&x, &fv) in src(c).iter().zip(f) {
+            t += x * fv;
+        }
+        *d = t;
+    }
+}
+
+/// The column pass of [`filter_separable`] for one output row: `out[c] = Σ_m win[m·nc + c]·f[m]`
+/// for `c` in `first..last`, in the same blocks and order as [`correlate`].
+fn correlate_cols(f: &[f32], nc: usize, first: usize, last: usize, win: &[f32], out: &mut [f32]) {
+    let len = f.len();
+    let tap = |m: usize, c: usize| &win[m * nc + c..];
+    let mut c = first;
+    while c + 7 < last {
+        let (mut t1, mut t2, mut t3) = ([0f32; 8], [0f32; 8], [0f32; 8]);
+        let mut m = 0;
+        while m + 2 < len {
+            let (a, b, d) = (f[m], f[m + 1], f[m + 2]);
+            let (p1, p2, p3) = (&tap(m, c)[..8], &tap(m + 1, c)[..8], &tap(m + 2, c)[..8]);
+            for j in 0..8 {
+                t1[j] += p1[j] * a;
+                t2[j] += p2[j] * b;
+                t3[j] += p3[j] * d;
+            }
+            m += 3;
+        }
+        for (m, &fv) in f.iter().enumerate().skip(m) {
+            let p1 = &tap(m, c)[..8];
+            for j in 0..8 {
+                t1[j] += p1[j] * fv;
+            }
+        }
+        for j in 0..8 {
+            out[c + j] = t1[j] + (t2[j] + t3[j]);
+        }
+        c += 8;
+    }
+    for c in c..last {
+        let mut t = 0f32;
+        for (m, &fv) in f.iter().enumerate() {
+            t += win[m * nc + c] * fv;
+        }
+        out[c] = t;
+    }
+}
+
+/// The rank-1 pieces `√σ·u ⊗ √σ·v` of a `rows × cols` filter (row-major), largest singular
+/// value first, keeping `σ ≥ max(1e-3, 0.01·σ_max)` (dlib's `round_zeros`).
+fn separable_pieces(f: &[f64], rows: usize, cols: usize) -> Vec<Separable> {
+    let (sigma, u, v) = svd(f, rows, cols);
+    let max = sigma.iter().copied().fold(0.0, f64::max);
+    let thresh = (max * 0.01).max(1e-3);
+    let mut order: Vec<usize> = (0..sigma.len()).collect();
+    order.sort_by(|&a, &b| sigma[b].total_cmp(&sigma[a]));
+    order
+        .into_iter()
+        .filter(|&j| sigma[j] >= thresh)
+        .map(|j| {
+            let s = sigma[j].sqrt();
+            Separable {
+                col: (0..rows).map(|i| (u[i * cols + j] * s) as f32).collect(),
+                row: (0..cols).map(|i| (v[i * cols + j] * s) as f32).collect(),
+            }
+        })
+        .collect()
+}
+
+/// One-sided Jacobi SVD of a `rows × cols` row-major matrix (`rows ≥ cols`; the columns are
+/// orthogonalised): singular values, `U` (`rows × cols`, unit columns where σ > 0)
+/// and `V` (`cols × cols`), both row-major, with `A = U·diag(σ)·Vᵀ`.
+fn svd(a: &[f64], rows: usize, cols: usize) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let mut u = a.to_vec();
+    let mut v: Vec<f64> = (0..cols * cols)
+        .map(|i| if i / cols == i % cols { 1.0 } else { 0.0 })
+        .collect();
+    for _sweep in 0..60 {
+        let mut rotated = false;
+        for p in 0..cols {
+            for q in p + 1..cols {
+                let (mut alpha, mut beta, mut gamma) = (0.0, 0.0, 0.0);
+                for i in 0..rows {
+                    let (x, y) = (u[i * cols + p], u[i * cols + q]);
+                    alpha += x * x;
+                    beta += y * y;
+                    gamma += x * y;
+                }
+                if gamma == 0.0 || gamma.abs() <= 1e-15 * (alpha * beta).sqrt() {
+                    continue;
+                }
+                rotated = true;
+                let zeta = (beta - alpha) / (2.0 * gamma);
+                let t = zeta.signum() / (zeta.abs() + (1.0 + zeta * zeta).sqrt());
+                let c = 1.0 / (1.0 + t * t).sqrt();
+                let s = c * t;
+                for (m, n) in [(&mut u, rows), (&mut v, cols)] {
+                    for i in 0..n {
+                        let (x, y) = (m[i * cols + p], m[i * cols + q]);
+                        m[i * cols + p] = c * x - s * y;
+                        m[i * cols + q] = s * x + c * y;
+                    }
+                }
+            }
+        }
+        if !rotated {
+            break;
+        }
+    }
+    let sigma: Vec<f64> = (0..cols)
+        .map(|j| {
+            (0..rows)
+                .map(|i| u[i * cols + j].powi(2))
+                .sum::<f64>()
+                .sqrt()
+        })
+        .collect();
+    for (j, &s) in sigma.iter().enumerate() {
+        if s > 0.0 {
+            (0..rows).for_each(|i| u[i * cols + j] /= s);
+        }
+    }
+    (sigma, u, v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BYTES: &[u8] = include_bytes!("../../models/dlib-hog-frontal/frontal_face_detector.svm");
+
+    #[test]
+    fn truncated_or_corrupt_files_are_errors() {
+        let det = DlibFrontalDetector::from_dlib_bytes(BYTES).unwrap();
+        assert_eq!(
+            (det.filter_rows, det.filter_cols, det.num_filters()),
+            (10, 10, 5)
+        );
+        for cut in [0, 1, 5, 40, BYTES.len() / 2, BYTES.len() - 1] {
+            let e = DlibFrontalDetector::from_dlib_bytes(&BYTES[..cut]).unwrap_err();
+            assert!(!e.what.is_empty(), "cut at {cut}");
+        }
+        let mut wrong_version = BYTES.to_vec();
+        wrong_version[1] = 3;
+        let e = DlibFrontalDetector::from_dlib_bytes(&wrong_version).unwrap_err();
+        assert!(e.what.contains("version 3"), "{e}");
+        // The window's dimension count (3100) changed to 3101.
+        let mut dims = BYTES.to_vec();
+        let at = dims
+            .windows(3)
+            .position(|w| w == [0x02, 0x1c, 0x0c])
+            .unwrap();
+        dims[at + 1] = 0x1d;
+        assert!(DlibFrontalDetector::from_dlib_bytes(&dims).is_err());
+        let mut trailing = BYTES.to_vec();
+        trailing.push(0);
+        assert!(DlibFrontalDetector::from_dlib_bytes(&trailing).is_err());
+    }
+
+    #[test]
+    fn svd_pieces_rebuild_a_low_rank_filter() {
+        // f = a·bᵀ + c·dᵀ, rank 2.
+        let (a, b) = ([1.0, -2.0, 0.5], [0.3, 0.1, -0.7]);
+        let (c, d) = ([0.2, 0.4, 1.0], [1.0, 0.5, 0.25]);
+        let f: Vec<f64> = (0..9)
+            .map(|i| a[i / 3] * b[i % 3] + c[i / 3] * d[i % 3])
+            .collect();
+        let pieces = separable_pieces(&f, 3, 3);
+        assert_eq!(pieces.len(), 2);
+        for (i, &want) in f.iter().enumerate() {
+            let v: f64 = pieces
+                .iter()
+                .map(|p| f64::from(p.col[i / 3]) * f64::from(p.row[i % 3]))
+                .sum();
+            assert!((v - want).abs() < 1e-6, "{i}: {v} vs {want}");
+        }
+    }
+
+    #[test]
+    fn window_mapping_and_overlap_follow_dlib() {
+        let det = DlibFrontalDetector::from_dlib_bytes(BYTES).unwrap();
+        // Cell (9, 9) of level 0: centered_rect left 4 → fhog_to_image (4+1-4)·8+1+4 = 13.
+        let r = det.window_rect(9, 9, 0);
+        assert_eq!((r.left, r.top, r.right, r.bottom), (13, 13, 85, 85));
+        // One level up: 13·1.2+0.3 = 15.9 → 16; 85·1.2+0.3 = 102.3 → 102.
+        let r = det.window_rect(9, 9, 1);
+        assert_eq!((r.left, r.right), (16, 102));
+        // Left edge at -19 one level up: -22.5 rounds away from zero.
+        assert_eq!(det.window_rect(6, 9, 1).left, -23);
+        let a = Rect {
+            left: 0,
+            top: 0,
+            right: 9,
+            bottom: 9,
+        };
+        let b = Rect {
+            left: 5,
+            top: 0,
+            right: 14,
+            bottom: 9,
+        };
+        // Intersection over union 50/150 = 0.333 > 0.330: overlapping.
+        assert!(det.boxes_overlap(a, b));
+        // 40/160 = 0.25, each covered 40%: not overlapping.
+        let c = Rect {
+            left: 6,
+            top: 0,
+            right: 15,
+            bottom: 9,
+        };
+        assert!(!det.boxes_overlap(a, c));
+        // A box inside a bigger one is covered entirely.
+        let big = Rect {
+            left: -20,
+            top: -20,
+            right: 40,
+            bottom: 40,
+        };
+        assert!(det.boxes_overlap(big, a));
+    }
+}
