@@ -1,11 +1,12 @@
-//! The AVX-512 micro-kernel of the direct 3×3 convolution: [`M`] output channels × up to
-//! [`V`] vectors of 16 output positions held in 24 registers, accumulated over every input
-//! channel and the 9 taps, then the per-channel affine map (and ReLU) applied in registers and
-//! the valid lanes stored into the NCHW output with masked stores.
+//! The AVX-512 micro-kernel of the direct convolution: [`M`] output channels × up to [`V`]
+//! vectors of 16 output positions held in 24 registers, accumulated over every input channel
+//! and tap, then the per-channel affine map (and ReLU) applied in registers and the valid lanes
+//! stored into the NCHW output with masked stores.
 
 use std::arch::x86_64::*;
 
-use super::{Affine, Layout};
+use super::layout::Layout;
+use super::Affine;
 
 /// Output channels per register block.
 pub(super) const M: usize = 8;
@@ -16,58 +17,56 @@ pub(super) const V: usize = 3;
 /// Output positions per register block of [`V`] vectors.
 pub(super) const TILE: usize = 16 * V;
 
-/// The weights of one block: the first of its rows (`O` row of `C·9` values), the distance
-/// between rows and how many of the [`M`] rows exist (the others repeat the last one, and
-/// their results are dropped).
+/// The weights of one block: its first row (output channel `o0`, `C·k·k` values), the
+/// distance between rows, how many of the [`M`] rows exist (the others repeat the last one and
+/// their results are dropped), and the weights per input channel (`k·k`).
 #[derive(Clone, Copy)]
 pub(super) struct Rows {
     pub(super) w: *const f32,
     pub(super) stride: usize,
     pub(super) count: usize,
+    pub(super) per_channel: usize,
 }
 
-/// `Σ_c Σ_taps w[m][c][tap] · x[c][q + off(tap) + 16·v]` for the [`M`] rows of `rows` and `NV`
-/// vectors starting at `x` (channel 0, tap (0, 0)); `off(ky, kx) = ky·rs + kx·KS` and channel
-/// `c` starts `c·cs` floats after channel 0.
+/// Adds `Σ_c Σ_(xo, wo) w[m][c·per_channel + wo] · x[c·cs + xo + 16·v + 0..16]` to `acc` for
+/// the [`M`] rows of `rows` and the `NV` vectors of positions starting at `x`.
 ///
 /// # Safety
-/// Every load `x + c·cs + ky·rs + kx·KS + 16·v + 0..16` (c < `channels`, ky, kx < 3, v < `NV`)
-/// and every weight `rows.w + min(m, count − 1)·stride + 0..channels·9` lies inside its
+/// Every load `x + c·cs + xo + 16·v + 0..16` (c < `channels`, v < `NV`, `xo` of `taps`) and
+/// every weight `rows.w + min(m, count − 1)·stride + c·per_channel + wo` lies inside its
 /// allocation, and `count ≥ 1`. The CPU supports AVX-512F.
 #[target_feature(enable = "avx512f")]
 #[inline(never)]
-unsafe fn accumulate<const NV: usize, const KS: usize>(
+unsafe fn accumulate<const NV: usize>(
+    acc: &mut [[__m512; NV]; M],
     x: *const f32,
-    (cs, rs, channels): (usize, usize, usize),
+    (cs, channels): (usize, usize),
+    taps: &[(usize, usize)],
     rows: Rows,
-) -> [[__m512; NV]; M] {
-    let mut acc = [[_mm512_setzero_ps(); NV]; M];
+) {
+    let mut a = *acc;
     let mut w: [*const f32; M] =
         std::array::from_fn(|m| rows.w.wrapping_add(m.min(rows.count - 1) * rows.stride));
     let mut xc = x;
     for _ in 0..channels {
-        for ky in 0..3 {
-            for kx in 0..3 {
-                let tap = ky * 3 + kx;
-                // SAFETY: inside the input plane (see the function's contract).
-                let xs: [__m512; NV] = std::array::from_fn(|v| unsafe {
-                    _mm512_loadu_ps(xc.add(ky * rs + kx * KS + 16 * v))
-                });
-                for m in 0..M {
-                    // SAFETY: weight `tap` of the current channel of row m.
-                    let wv = _mm512_set1_ps(unsafe { *w[m].add(tap) });
-                    for v in 0..NV {
-                        acc[m][v] = _mm512_fmadd_ps(xs[v], wv, acc[m][v]);
-                    }
+        for &(xo, wo) in taps {
+            // SAFETY: inside the input planes (see the function's contract).
+            let xs: [__m512; NV] =
+                std::array::from_fn(|v| unsafe { _mm512_loadu_ps(xc.add(xo + 16 * v)) });
+            for m in 0..M {
+                // SAFETY: weight `wo` of the current channel of row m.
+                let wv = _mm512_set1_ps(unsafe { *w[m].add(wo) });
+                for v in 0..NV {
+                    a[m][v] = _mm512_fmadd_ps(xs[v], wv, a[m][v]);
                 }
             }
         }
         xc = xc.wrapping_add(cs);
         for wm in &mut w {
-            *wm = wm.wrapping_add(9);
+            *wm = wm.wrapping_add(rows.per_channel);
         }
     }
-    acc
+    *acc = a;
 }
 
 /// Applies the affine map (and ReLU) of output channels `o0..o0 + count` to their
@@ -80,7 +79,7 @@ fn epilogue<const NV: usize>(acc: &mut [[__m512; NV]; M], ep: &Affine, o0: usize
         for v in row.iter_mut() {
             *v = _mm512_fmadd_ps(*v, a, b);
             if ep.relu {
-                // Second operand returned on NaN: NaN stays NaN, as `relu1`.
+                // The second operand is returned on NaN: NaN stays NaN, as `relu1`.
                 *v = _mm512_max_ps(_mm512_setzero_ps(), *v);
             }
         }
@@ -93,12 +92,13 @@ fn lanes(a: usize, b: usize) -> __mmask16 {
 }
 
 /// One register block: output channels `o0..o0 + rows.count` at the `NV` vectors of output
-/// positions from `q`, computed, mapped and stored into `out` (N, O, H, W).
+/// positions from `q`, computed, mapped and stored into `out` (N, O, oh, ow).
 ///
 /// # Safety
-/// As [`accumulate`] for `x = input + q` (the layout's padded input), `rows.w` the weights of
-/// channel `o0`, `o0 + rows.count ≤ O`, and `out` holds N·O·H·W floats; no other thread writes
-/// the same outputs. The CPU supports AVX-512F.
+/// `input` is the layout's filled buffer and `q + 16·NV ≤ l.q` rounded up to 16 (so every tap
+/// stays inside its plane); `rows.w` points at the weights of output channel `o0` (O, C, k, k)
+/// and `o0 + rows.count ≤ O`; `out` holds N·O·oh·ow floats and no other thread writes these
+/// outputs. The CPU supports AVX-512F.
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn block<const NV: usize>(
     l: &Layout,
@@ -108,11 +108,15 @@ pub(super) unsafe fn block<const NV: usize>(
     ep: &Affine,
     out: *mut f32,
 ) {
-    let x = input.wrapping_add(q);
-    // SAFETY: the caller's contract.
-    let mut acc = unsafe { accumulate::<NV, 1>(x, (l.cs, l.wp, l.c), rows) };
+    let mut acc = [[_mm512_setzero_ps(); NV]; M];
+    for gr in &l.groups {
+        let x = input.wrapping_add(gr.plane * l.plane + q);
+        // SAFETY: the caller's contract; each plane holds every tap of the positions below
+        // l.q rounded up (`Layout::with`).
+        unsafe { accumulate(&mut acc, x, (l.cs(), l.c), &gr.taps, rows) };
+    }
     epilogue(&mut acc, ep, o0, rows.count);
-    let hw = l.h * l.w;
+    let hw = l.oh * l.ow;
     for v in 0..NV {
         let q0 = q + 16 * v;
         let end = (q0 + 16).min(l.q);
@@ -120,19 +124,18 @@ pub(super) unsafe fn block<const NV: usize>(
         while s < end {
             let (i, r) = (s / l.pq, s % l.pq);
             let (y, x) = (r / l.wp, r % l.wp);
-            let next_row = s - x + l.wp;
-            if y < l.h && x < l.w {
-                let seg_end = (s - x + l.w).min(end);
+            if y < l.oh && x < l.ow {
+                let seg_end = (s - x + l.ow).min(end);
                 let mask = lanes(s - q0, seg_end - q0);
-                let base = (i * l.o + o0) * hw + y * l.w + x;
+                let base = (i * l.o + o0) * hw + y * l.ow + x;
                 for (m, a) in acc.iter().enumerate().take(rows.count) {
                     let p = out.wrapping_add(base + m * hw).wrapping_sub(s - q0);
-                    // SAFETY: only the lanes of `mask` are written, output pixels
-                    // (i, o0 + m, y, x..x + seg_end − s) of this image row: inside `out`.
+                    // SAFETY: only the lanes of `mask` are written: outputs
+                    // (i, o0 + m, y, x..x + seg_end − s), inside `out`.
                     unsafe { _mm512_mask_storeu_ps(p, mask, a[v]) };
                 }
             }
-            s = next_row;
+            s += l.wp - x;
         }
     }
 }

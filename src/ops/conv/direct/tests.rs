@@ -11,7 +11,7 @@ fn direct(x: &[f32], w: &[f32], g: &Geom, ep: &Affine) -> Option<Vec<f32>> {
     }
     #[cfg(target_arch = "x86_64")]
     {
-        Some(run::forward(x, w, &Layout::new(g), ep))
+        Some(run::forward(x, w, g, &Layout::new(g).unwrap(), ep))
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -20,25 +20,40 @@ fn direct(x: &[f32], w: &[f32], g: &Geom, ep: &Affine) -> Option<Vec<f32>> {
     }
 }
 
+/// [`check_conv`] of a 3×3 convolution with stride 1 and padding 1.
+fn check(n: usize, c: usize, o: usize, hw: (usize, usize), relu: bool, seed: u64) {
+    check_conv(n, c, o, hw, (3, 1), relu, seed)
+}
+
 /// Checks the direct kernel against the brute-force f64 convolution and the im2col path, with
-/// a random affine map and `relu`, on one shape.
-fn check(n: usize, c: usize, o: usize, (h, w): (usize, usize), relu: bool, seed: u64) {
+/// a random affine map and `relu`, on one shape: a `k×k` kernel with `stride` 1 (padding 1) or
+/// 2 (no padding).
+fn check_conv(
+    n: usize,
+    c: usize,
+    o: usize,
+    (h, w): (usize, usize),
+    (k, stride): (usize, usize),
+    relu: bool,
+    seed: u64,
+) {
     let xd = [n, c, h, w];
-    let wd = [o, c, 3, 3];
+    let wd = [o, c, k, k];
+    let pad = if stride == 1 { 1 } else { 0 };
     let x = vals(&rand(&xd, seed));
     let wt = vals(&rand(&wd, seed + 1));
     let ss = vals(&rand(&[2, o], seed + 2));
     let (scale, shift) = ss.split_at(o);
-    let g = Geom::new(&xd, &wd, 1, (1, 1)).unwrap();
+    let g = Geom::new(&xd, &wd, stride, (pad, pad)).unwrap();
     let ep = Affine { scale, shift, relu };
-    let what = format!("n {n} c {c} o {o} {h}×{w} relu {relu}");
+    let what = format!("n {n} c {c} o {o} {h}×{w} k {k}/{stride} relu {relu}");
     let Some(got) = direct(&x, &wt, &g, &ep) else {
         eprintln!("no AVX-512F: direct kernel not tested ({what})");
         return;
     };
     let f64s = |v: &[f32]| v.iter().map(|&v| v as f64).collect::<Vec<_>>();
-    let plane = h * w;
-    let want: Vec<f64> = conv_ref(&f64s(&x), xd, &f64s(&wt), wd, 1, (1, 1))
+    let plane = g.oh * g.ow;
+    let want: Vec<f64> = conv_ref(&f64s(&x), xd, &f64s(&wt), wd, stride, (pad, pad))
         .iter()
         .enumerate()
         .map(|(i, &v)| {
@@ -133,6 +148,39 @@ fn direct_matches_reference_on_odd_widths_and_batches() {
 }
 
 #[test]
+fn direct_stride_2_matches_reference() {
+    let sizes = [(35, 35), (16, 16), (7, 7), (3, 3), (4, 5), (6, 9), (2, 2)];
+    for (i, &(h, w)) in sizes.iter().enumerate() {
+        for k in [1, 2, 3, 4] {
+            if k > h || k > w {
+                continue;
+            }
+            let n = 1 + (i + k) % 4;
+            let (c, o) = (3 + 5 * i + k, 8 + 7 * ((i + k) % 5));
+            check_conv(
+                n,
+                c,
+                o,
+                (h, w),
+                (k, 2),
+                (i + k) % 2 == 0,
+                500 + (10 * i + k) as u64,
+            );
+        }
+    }
+}
+
+#[test]
+fn direct_matches_reference_on_dlib_stem_and_downsampling() {
+    check_conv(2, 3, 32, (150, 150), (7, 2), true, 601);
+    check_conv(1, 3, 16, (21, 20), (7, 2), false, 602);
+    check_conv(3, 32, 64, (35, 35), (3, 2), true, 603);
+    check_conv(2, 64, 128, (16, 16), (3, 2), true, 604);
+    check_conv(2, 128, 256, (7, 7), (3, 2), true, 605);
+    check_conv(3, 256, 256, (3, 3), (3, 2), true, 606);
+}
+
+#[test]
 fn direct_declines_other_convolutions() {
     let ep = Affine {
         scale: &[1.0; 8],
@@ -140,7 +188,14 @@ fn direct_declines_other_convolutions() {
         relu: false,
     };
     let x = vec![0.0; 2 * 4 * 6 * 6];
-    for (k, stride, pad, o) in [(3, 2, 1, 8), (3, 1, 0, 8), (5, 1, 1, 8), (3, 1, 1, 4)] {
+    let shapes = [
+        (3, 2, 1, 8),
+        (3, 1, 0, 8),
+        (5, 1, 1, 8),
+        (3, 1, 1, 4),
+        (3, 3, 0, 8),
+    ];
+    for (k, stride, pad, o) in shapes {
         let g = Geom::new(&[2, 4, 6, 6], &[o, 4, k, k], stride, (pad, pad)).unwrap();
         let w = vec![0.0; o * 4 * k * k];
         assert!(
