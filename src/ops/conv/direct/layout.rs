@@ -3,6 +3,7 @@
 
 use rayon::prelude::*;
 
+use super::super::gemm::padded_ld;
 use super::super::geom::Geom;
 use crate::ops::uninit_f32;
 
@@ -91,9 +92,9 @@ impl Layout {
             .max()
             .unwrap_or(0);
         // The last run of 16 positions ends at q rounded up; its taps reach `reach` further.
-        let plane = (q.next_multiple_of(16) + reach)
-            .max(g.n * pq + 1)
-            .next_multiple_of(16);
+        // An odd number of 64-byte lines per plane: the same position of successive planes
+        // falls into different L1 sets (a multiple of 4 KB would put all of them in one).
+        let plane = padded_ld((q.next_multiple_of(16) + reach).max(g.n * pq + 1));
         Self {
             n: g.n,
             c: g.c,
