@@ -172,8 +172,18 @@ impl ConvAffine {
 
     fn forward(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
         let p = (self.padding, self.padding);
-        let ss = Tensor::stack(&[self.scale.detach(), self.shift.detach()], 0)?;
-        crate::ops::conv_affine(x, &self.weight, &ss, self.stride, p, act)
+        crate::ops::conv_affine(x, &self.weight, &self.ss()?, self.stride, p, act)
+    }
+
+    /// `relu(self(x) + residual)`, for a residual of the output's shape.
+    fn forward_add_relu(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        let p = (self.padding, self.padding);
+        crate::ops::conv_affine_add_relu(x, &self.weight, &self.ss()?, residual, self.stride, p)
+    }
+
+    /// The affine map as the (2, O) tensor of scales then shifts, detached.
+    fn ss(&self) -> Result<Tensor> {
+        Tensor::stack(&[self.scale.detach(), self.shift.detach()], 0)
     }
 }
 
@@ -188,6 +198,10 @@ struct Unit {
 impl Unit {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = self.conv1.forward(x, Activation::Relu)?;
+        if !self.downsample && x.dim(1)? == self.conv2.weight.dim(0)? {
+            // Same shapes: add_prev is a plain sum, fused into the convolution.
+            return self.conv2.forward_add_relu(&y, x);
+        }
         let y = self.conv2.forward(&y, Activation::Identity)?;
         let shortcut = if self.downsample {
             avg_pool2x2(x)?

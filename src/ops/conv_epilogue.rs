@@ -229,6 +229,7 @@ impl Kernel3 for ConvEpilogueOp {
             let ep = conv::Affine {
                 scale: &scale,
                 shift: &shift,
+                residual: None,
                 relu,
             };
             if let Some(y) = conv::forward_direct(x, w, &g, &ep) {

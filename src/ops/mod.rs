@@ -13,7 +13,9 @@
 //! - [`conv_bn_train`]: the three above as one training node (convolution, BatchNorm, ReLU,
 //!   optional pool), so the intermediate activations never enter candle's autograd graph;
 //! - [`conv_affine`], [`conv_bias_scaled`], [`conv_bias_prelu`]: convolutions whose folded
-//!   BatchNorm, scaled bias or bias and PReLU run on each output block right after its GEMM.
+//!   BatchNorm, scaled bias or bias and PReLU run on each output block right after its GEMM;
+//! - [`conv_affine_add_relu`]: [`conv_affine`] with a residual added before the ReLU, one op at
+//!   inference (the second half of a ResNet unit).
 //!
 //! Every op takes and returns ordinary [`candle_core::Tensor`]s and plugs into candle's autograd.
 //! The fast paths run on the CPU in f32; other devices and dtypes fall back to candle's
@@ -63,6 +65,7 @@ mod batchnorm;
 mod conv;
 mod conv_bn;
 mod conv_epilogue;
+mod conv_residual;
 mod kernel;
 mod maxpool;
 #[cfg(test)]
@@ -72,6 +75,7 @@ pub use batchnorm::{batch_norm_train, update_running_stats};
 pub use conv::conv2d;
 pub use conv_bn::conv_bn_train;
 pub use conv_epilogue::{conv_affine, conv_bias_prelu, conv_bias_scaled};
+pub use conv_residual::conv_affine_add_relu;
 pub use maxpool::{max_pool2d, relu, relu_max_pool2d};
 
 use candle_core::backend::BackendStorage;

@@ -69,8 +69,8 @@ unsafe fn accumulate<const NV: usize>(
     *acc = a;
 }
 
-/// Applies the affine map (and ReLU) of output channels `o0..o0 + count` to their
-/// accumulators.
+/// Applies the affine map of output channels `o0..o0 + count` to their accumulators, and the
+/// ReLU unless a residual comes first.
 #[target_feature(enable = "avx512f")]
 fn epilogue<const NV: usize>(acc: &mut [[__m512; NV]; M], ep: &Affine, o0: usize, count: usize) {
     for (m, row) in acc.iter_mut().enumerate().take(count) {
@@ -78,12 +78,17 @@ fn epilogue<const NV: usize>(acc: &mut [[__m512; NV]; M], ep: &Affine, o0: usize
         let b = _mm512_set1_ps(ep.shift[o0 + m]);
         for v in row.iter_mut() {
             *v = _mm512_fmadd_ps(*v, a, b);
-            if ep.relu {
-                // The second operand is returned on NaN: NaN stays NaN, as `relu1`.
-                *v = _mm512_max_ps(_mm512_setzero_ps(), *v);
+            if ep.relu && ep.residual.is_none() {
+                *v = relu(*v);
             }
         }
     }
+}
+
+/// ReLU; the second operand of `max` is returned on NaN, so NaN stays NaN, as `relu1`.
+#[target_feature(enable = "avx512f")]
+fn relu(v: __m512) -> __m512 {
+    _mm512_max_ps(_mm512_setzero_ps(), v)
 }
 
 /// The lanes `[a, b)` of a 16-lane vector as a mask.
@@ -95,7 +100,7 @@ fn lanes(a: usize, b: usize) -> __mmask16 {
 /// positions from `q`, computed, mapped and stored into `out` (N, O, oh, ow).
 ///
 /// # Safety
-/// `input` is the layout's filled buffer and `q + 16·NV ≤ l.q` rounded up to 16 (so every tap
+/// `input` is the layout's filled buffer, `ep.residual` (if any) holds N·O·oh·ow floats, and `q + 16·NV ≤ l.q` rounded up to 16 (so every tap
 /// stays inside its plane); `rows.w` points at the weights of output channel `o0` (O, C, k, k)
 /// and `o0 + rows.count ≤ O`; `out` holds N·O·oh·ow floats and no other thread writes these
 /// outputs. The CPU supports AVX-512F.
@@ -129,10 +134,22 @@ pub(super) unsafe fn block<const NV: usize>(
                 let mask = lanes(s - q0, seg_end - q0);
                 let base = (i * l.o + o0) * hw + y * l.ow + x;
                 for (m, a) in acc.iter().enumerate().take(rows.count) {
-                    let p = out.wrapping_add(base + m * hw).wrapping_sub(s - q0);
+                    let at = (base + m * hw).wrapping_sub(s - q0);
+                    let mut val = a[v];
+                    if let Some(res) = ep.residual {
+                        // SAFETY: only the lanes of `mask` are read: elements
+                        // (i, o0 + m, y, x..x + seg_end − s) of the residual, of the output's
+                        // shape.
+                        let r =
+                            unsafe { _mm512_maskz_loadu_ps(mask, res.as_ptr().wrapping_add(at)) };
+                        val = _mm512_add_ps(val, r);
+                        if ep.relu {
+                            val = relu(val);
+                        }
+                    }
                     // SAFETY: only the lanes of `mask` are written: outputs
                     // (i, o0 + m, y, x..x + seg_end − s), inside `out`.
-                    unsafe { _mm512_mask_storeu_ps(p, mask, a[v]) };
+                    unsafe { _mm512_mask_storeu_ps(out.wrapping_add(at), mask, val) };
                 }
             }
             s += l.wp - x;

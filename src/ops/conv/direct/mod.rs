@@ -28,11 +28,13 @@ mod tests;
 use super::geom::Geom;
 use layout::Layout;
 
-/// A per-output-channel affine map and optional ReLU applied to the convolution's output:
-/// `act(v·scale[o] + shift[o])`.
+/// A per-output-channel affine map, an optional residual and an optional ReLU applied to the
+/// convolution's output: `act(v·scale[o] + shift[o] + residual)`.
 pub(in crate::ops) struct Affine<'a> {
     pub(in crate::ops) scale: &'a [f32],
     pub(in crate::ops) shift: &'a [f32],
+    /// A tensor of the output's shape (N, O, oh, ow) added before the ReLU.
+    pub(in crate::ops) residual: Option<&'a [f32]>,
     pub(in crate::ops) relu: bool,
 }
 
@@ -40,9 +42,15 @@ pub(in crate::ops) struct Affine<'a> {
 /// compute mostly discarded rows.
 const MIN_CHANNELS: usize = 8;
 
+/// Fewest output positions in the batch for the direct kernel: below, its runs of 16 are
+/// mostly discarded lanes and each weight feeds a single vector, and the GEMM's matrix-vector
+/// path reads the weights faster (the last 256-channel layers at batch 1, 1×1 outputs).
+const MIN_POSITIONS: usize = 8;
+
 /// The layout [`forward`] runs `g` in (on this CPU), if it runs it.
 fn layout(g: &Geom) -> Option<Layout> {
-    if g.o < MIN_CHANNELS || g.n * g.c * g.h * g.w == 0 || !enabled() {
+    let small = g.n * g.oh * g.ow < MIN_POSITIONS;
+    if small || g.o < MIN_CHANNELS || g.n * g.c * g.h * g.w == 0 || !enabled() {
         return None;
     }
     Layout::new(g)

@@ -22,19 +22,19 @@ fn direct(x: &[f32], w: &[f32], g: &Geom, ep: &Affine) -> Option<Vec<f32>> {
 
 /// [`check_conv`] of a 3×3 convolution with stride 1 and padding 1.
 fn check(n: usize, c: usize, o: usize, hw: (usize, usize), relu: bool, seed: u64) {
-    check_conv(n, c, o, hw, (3, 1), relu, seed)
+    check_conv(n, c, o, hw, (3, 1), (relu, false), seed)
 }
 
 /// Checks the direct kernel against the brute-force f64 convolution and the im2col path, with
-/// a random affine map and `relu`, on one shape: a `k×k` kernel with `stride` 1 (padding 1) or
-/// 2 (no padding).
+/// a random affine map, a random residual if `residual`, and `relu`, on one shape: a `k×k`
+/// kernel with `stride` 1 (padding 1) or 2 (no padding).
 fn check_conv(
     n: usize,
     c: usize,
     o: usize,
     (h, w): (usize, usize),
     (k, stride): (usize, usize),
-    relu: bool,
+    (relu, residual): (bool, bool),
     seed: u64,
 ) {
     let xd = [n, c, h, w];
@@ -45,8 +45,14 @@ fn check_conv(
     let ss = vals(&rand(&[2, o], seed + 2));
     let (scale, shift) = ss.split_at(o);
     let g = Geom::new(&xd, &wd, stride, (pad, pad)).unwrap();
-    let ep = Affine { scale, shift, relu };
-    let what = format!("n {n} c {c} o {o} {h}×{w} k {k}/{stride} relu {relu}");
+    let res = vals(&rand(&[n, o, g.oh, g.ow], seed + 3));
+    let ep = Affine {
+        scale,
+        shift,
+        residual: residual.then_some(&res[..]),
+        relu,
+    };
+    let what = format!("n {n} c {c} o {o} {h}×{w} k {k}/{stride} relu {relu} res {residual}");
     let Some(got) = direct(&x, &wt, &g, &ep) else {
         eprintln!("no AVX-512F: direct kernel not tested ({what})");
         return;
@@ -58,7 +64,8 @@ fn check_conv(
         .enumerate()
         .map(|(i, &v)| {
             let ch = (i / plane) % o;
-            let v = v * scale[ch] as f64 + shift[ch] as f64;
+            let r = if residual { res[i] as f64 } else { 0.0 };
+            let v = v * scale[ch] as f64 + shift[ch] as f64 + r;
             if relu {
                 v.max(0.0)
             } else {
@@ -74,13 +81,14 @@ fn check_conv(
     );
     let apply = |y: &mut [f32], s: usize| {
         for (ch, p) in y.chunks_exact_mut(s).enumerate() {
-            for v in p {
-                let t = *v * scale[ch] + shift[ch];
-                *v = if relu { t.max(0.0) } else { t };
-            }
+            p.iter_mut().for_each(|v| *v = *v * scale[ch] + shift[ch]);
         }
     };
-    let im2col = forward_with(&x, &wt, &g, Some(&apply));
+    let mut im2col = forward_with(&x, &wt, &g, Some(&apply));
+    for (v, r) in im2col.iter_mut().zip(&res) {
+        let t = if residual { *v + r } else { *v };
+        *v = if relu { t.max(0.0) } else { t };
+    }
     assert_close(
         &f64s(&got),
         &f64s(&im2col),
@@ -148,6 +156,22 @@ fn direct_matches_reference_on_odd_widths_and_batches() {
 }
 
 #[test]
+fn direct_adds_the_residual_before_the_relu() {
+    for (i, &(h, w)) in SIZES.iter().enumerate() {
+        let (c, o) = (3 + 4 * i, 8 + 5 * i);
+        check_conv(
+            1 + i % 4,
+            c,
+            o,
+            (h, w),
+            (3, 1),
+            (i % 4 != 1, true),
+            700 + i as u64,
+        );
+    }
+}
+
+#[test]
 fn direct_stride_2_matches_reference() {
     let sizes = [(35, 35), (16, 16), (7, 7), (3, 3), (4, 5), (6, 9), (2, 2)];
     for (i, &(h, w)) in sizes.iter().enumerate() {
@@ -157,27 +181,20 @@ fn direct_stride_2_matches_reference() {
             }
             let n = 1 + (i + k) % 4;
             let (c, o) = (3 + 5 * i + k, 8 + 7 * ((i + k) % 5));
-            check_conv(
-                n,
-                c,
-                o,
-                (h, w),
-                (k, 2),
-                (i + k) % 2 == 0,
-                500 + (10 * i + k) as u64,
-            );
+            let act = ((i + k) % 2 == 0, i % 3 == 0);
+            check_conv(n, c, o, (h, w), (k, 2), act, 500 + (10 * i + k) as u64);
         }
     }
 }
 
 #[test]
 fn direct_matches_reference_on_dlib_stem_and_downsampling() {
-    check_conv(2, 3, 32, (150, 150), (7, 2), true, 601);
-    check_conv(1, 3, 16, (21, 20), (7, 2), false, 602);
-    check_conv(3, 32, 64, (35, 35), (3, 2), true, 603);
-    check_conv(2, 64, 128, (16, 16), (3, 2), true, 604);
-    check_conv(2, 128, 256, (7, 7), (3, 2), true, 605);
-    check_conv(3, 256, 256, (3, 3), (3, 2), true, 606);
+    check_conv(2, 3, 32, (150, 150), (7, 2), (true, false), 601);
+    check_conv(1, 3, 16, (21, 20), (7, 2), (false, false), 602);
+    check_conv(3, 32, 64, (35, 35), (3, 2), (true, false), 603);
+    check_conv(2, 64, 128, (16, 16), (3, 2), (true, false), 604);
+    check_conv(2, 128, 256, (7, 7), (3, 2), (true, false), 605);
+    check_conv(3, 256, 256, (3, 3), (3, 2), (true, false), 606);
 }
 
 #[test]
@@ -185,6 +202,7 @@ fn direct_declines_other_convolutions() {
     let ep = Affine {
         scale: &[1.0; 8],
         shift: &[0.0; 8],
+        residual: None,
         relu: false,
     };
     let x = vec![0.0; 2 * 4 * 6 * 6];
@@ -203,4 +221,7 @@ fn direct_declines_other_convolutions() {
             "{k}×{k}/{stride} pad {pad}"
         );
     }
+    // Too few output positions: 2 images of 2×1 pixels.
+    let g = Geom::new(&[2, 4, 2, 1], &[8, 4, 3, 3], 1, (1, 1)).unwrap();
+    assert!(forward(&x[..16], &[0.0; 288], &g, &ep).is_none());
 }
