@@ -122,37 +122,55 @@ pub(super) unsafe fn block<const NV: usize>(
     }
     epilogue(&mut acc, ep, o0, rows.count);
     let hw = l.oh * l.ow;
-    for v in 0..NV {
-        let q0 = q + 16 * v;
-        let end = (q0 + 16).min(l.q);
-        let mut s = q0;
-        while s < end {
-            let (i, r) = (s / l.pq, s % l.pq);
-            let (y, x) = (r / l.wp, r % l.wp);
-            if y < l.oh && x < l.ow {
-                let seg_end = (s - x + l.ow).min(end);
+    let end = (q + 16 * NV).min(l.q);
+    // Walk the rows the tile touches (divisions once per tile, not per row).
+    let (mut i, r) = (q / l.pq, q % l.pq);
+    let mut y = r / l.wp;
+    let mut row = q - r % l.wp;
+    while row < end {
+        if y < l.oh {
+            // The row's valid positions inside the tile, cut at the vectors' edges.
+            let (mut s, hi) = (row.max(q), (row + l.ow).min(end));
+            while s < hi {
+                let v = (s - q) / 16;
+                let q0 = q + 16 * v;
+                let seg_end = (q0 + 16).min(hi);
                 let mask = lanes(s - q0, seg_end - q0);
-                let base = (i * l.o + o0) * hw + y * l.ow + x;
+                let base = (i * l.o + o0) * hw + y * l.ow + (s - row);
                 for (m, a) in acc.iter().enumerate().take(rows.count) {
                     let at = (base + m * hw).wrapping_sub(s - q0);
-                    let mut val = a[v];
-                    if let Some(res) = ep.residual {
-                        // SAFETY: only the lanes of `mask` are read: elements
-                        // (i, o0 + m, y, x..x + seg_end − s) of the residual, of the output's
-                        // shape.
-                        let r =
-                            unsafe { _mm512_maskz_loadu_ps(mask, res.as_ptr().wrapping_add(at)) };
-                        val = _mm512_add_ps(val, r);
-                        if ep.relu {
-                            val = relu(val);
-                        }
-                    }
-                    // SAFETY: only the lanes of `mask` are written: outputs
-                    // (i, o0 + m, y, x..x + seg_end − s), inside `out`.
-                    unsafe { _mm512_mask_storeu_ps(out.wrapping_add(at), mask, val) };
+                    // SAFETY: the lanes of `mask` are outputs (i, o0 + m, y, s − row..) of
+                    // this row, inside `out` (and the residual), written by this unit only.
+                    unsafe { store(out.wrapping_add(at), mask, a[v], ep, at) };
                 }
+                s = seg_end;
             }
-            s += l.wp - x;
+        }
+        row += l.wp;
+        y += 1;
+        if y * l.wp == l.pq {
+            (i, y) = (i + 1, 0);
         }
     }
+}
+
+/// Stores the lanes `mask` of `val` at `p` (lane 0's address), after adding the residual's
+/// elements at the same offset `at` from its start and the ReLU, when the epilogue has them.
+///
+/// # Safety
+/// The lanes of `mask` at `p`, and at `ep.residual + at` if there is a residual, are elements
+/// of the output (and of the residual, of the same shape); no other thread writes them.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn store(p: *mut f32, mask: __mmask16, mut val: __m512, ep: &Affine, at: usize) {
+    if let Some(res) = ep.residual {
+        // SAFETY: only the lanes of `mask` are read, elements of the residual.
+        let r = unsafe { _mm512_maskz_loadu_ps(mask, res.as_ptr().wrapping_add(at)) };
+        val = _mm512_add_ps(val, r);
+        if ep.relu {
+            val = relu(val);
+        }
+    }
+    // SAFETY: only the lanes of `mask` are written, elements of the output.
+    unsafe { _mm512_mask_storeu_ps(p, mask, val) };
 }
