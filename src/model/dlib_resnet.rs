@@ -24,8 +24,9 @@
 //! Tensor names: `stem.weight` (32, 3, 7, 7), `stem.scale`, `stem.shift` (32);
 //! `units.{i}.conv{1,2}.weight`, `.scale`, `.shift`; `fc.weight` (D, C).
 
-use candle_core::{ModuleT, Result, Tensor, D};
+use candle_core::{CpuStorage, CustomOp1, Layout, ModuleT, Result, Shape, Tensor, D};
 use candle_nn::VarBuilder;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::ops::Activation;
@@ -172,8 +173,18 @@ impl ConvAffine {
 
     fn forward(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
         let p = (self.padding, self.padding);
-        let ss = Tensor::stack(&[self.scale.detach(), self.shift.detach()], 0)?;
-        crate::ops::conv_affine(x, &self.weight, &ss, self.stride, p, act)
+        crate::ops::conv_affine(x, &self.weight, &self.ss()?, self.stride, p, act)
+    }
+
+    /// `relu(self(x) + residual)`, for a residual of the output's shape.
+    fn forward_add_relu(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        let p = (self.padding, self.padding);
+        crate::ops::conv_affine_add_relu(x, &self.weight, &self.ss()?, residual, self.stride, p)
+    }
+
+    /// The affine map as the (2, O) tensor of scales then shifts, detached.
+    fn ss(&self) -> Result<Tensor> {
+        Tensor::stack(&[self.scale.detach(), self.shift.detach()], 0)
     }
 }
 
@@ -188,6 +199,21 @@ struct Unit {
 impl Unit {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = self.conv1.forward(x, Activation::Relu)?;
+        let o = self.conv2.weight.dim(0)?;
+        if !self.downsample && x.dim(1)? == o {
+            // Same shapes: add_prev is a plain sum, fused into the convolution.
+            return self.conv2.forward_add_relu(&y, x);
+        }
+        let (_, c, h, w) = x.dims4()?;
+        let (_, _, oh, ow) = y.dims4()?;
+        let fits = c <= o && h / 2 <= oh && w / 2 <= ow;
+        if self.downsample && fits && !x.track_op() && crate::ops::is_cpu_f32(x) {
+            // The pooled shortcut, zero-padded to the output's shape as add_prev pads it.
+            let shortcut = x
+                .contiguous()?
+                .apply_op1_no_bwd(&PaddedAvgPool { o, oh, ow })?;
+            return self.conv2.forward_add_relu(&y, &shortcut);
+        }
         let y = self.conv2.forward(&y, Activation::Identity)?;
         let shortcut = if self.downsample {
             avg_pool2x2(x)?
@@ -276,6 +302,45 @@ fn avg_pool2x2(x: &Tensor) -> Result<Tensor> {
         .affine(0.25, 0.0)
 }
 
+/// [`avg_pool2x2`] of an (N, C, H, W) tensor written into a zeroed (N, O, oh, ow) one (O ≥ C,
+/// oh ≥ H/2, ow ≥ W/2): a downsampling unit's shortcut padded as `add_prev` pads it, for the
+/// fused sum. The same values, in one pass; no gradient (inference).
+struct PaddedAvgPool {
+    o: usize,
+    oh: usize,
+    ow: usize,
+}
+
+impl CustomOp1 for PaddedAvgPool {
+    fn name(&self) -> &'static str {
+        "candle-face-dlib-padded-avg-pool"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = l.shape().dims4()?;
+        let (CpuStorage::F32(v), Some((start, end))) = (s, l.contiguous_offsets()) else {
+            candle_core::bail!("{}: expects contiguous f32", self.name())
+        };
+        let (x, (o, oh, ow)) = (&v[start..end], (self.o, self.oh, self.ow));
+        let mut y = vec![0f32; n * o * oh * ow];
+        y.par_chunks_mut(oh * ow)
+            .enumerate()
+            .filter(|(j, _)| j % o < c)
+            .for_each(|(j, plane)| {
+                let src = &x[(j / o * c + j % o) * h * w..][..h * w];
+                for (r, rows) in src.chunks_exact(2 * w).enumerate() {
+                    let (r0, r1) = rows.split_at(w);
+                    for (q, d) in plane[r * ow..][..w / 2].iter_mut().enumerate() {
+                        let (a, b) = (r0[2 * q] + r0[2 * q + 1], r1[2 * q] + r1[2 * q + 1]);
+                        // As avg_pool2x2: the row sums added, then `affine(0.25, 0.0)`.
+                        *d = (a + b) * 0.25 + 0.0;
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(y), Shape::from((n, o, oh, ow))))
+    }
+}
+
 /// dlib's `add_prev`: `a + b` where each tensor counts as zero wherever it is smaller than the
 /// other (channels, rows, columns: padded at the end of each axis).
 pub fn add_prev(a: &Tensor, b: &Tensor) -> Result<Tensor> {
@@ -323,6 +388,19 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn padded_avg_pool_is_avg_pool_then_add_prev_padding() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 7, 6), &dev).unwrap();
+        let op = PaddedAvgPool { o: 5, oh: 4, ow: 3 };
+        let got = x.apply_op1_no_bwd(&op).unwrap();
+        let zeros = Tensor::zeros((2, 5, 4, 3), DType::F32, &dev).unwrap();
+        let want = add_prev(&zeros, &avg_pool2x2(&x).unwrap()).unwrap();
+        assert_eq!(got.dims(), want.dims());
+        let (g, w) = (got.flatten_all().unwrap(), want.flatten_all().unwrap());
+        assert_eq!(g.to_vec1::<f32>().unwrap(), w.to_vec1::<f32>().unwrap());
     }
 
     #[test]

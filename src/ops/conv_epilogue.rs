@@ -158,6 +158,20 @@ impl ChannelEpilogue {
         }
     }
 
+    /// The epilogue as a per-channel `(scale, shift, relu)` of `o` channels, where it is one
+    /// (for the direct kernel).
+    fn as_affine(self, p: &[f32], o: usize) -> Option<(Vec<f32>, Vec<f32>, bool)> {
+        match self {
+            ChannelEpilogue::Affine { relu } => Some((p[..o].to_vec(), p[o..2 * o].to_vec(), relu)),
+            ChannelEpilogue::BiasScaled { scale } => Some((
+                vec![scale; o],
+                p[..o].iter().map(|b| scale * b).collect(),
+                false,
+            )),
+            ChannelEpilogue::BiasPrelu => None,
+        }
+    }
+
     /// Applies the epilogue to one image's output `y` (O planes of `s` values).
     fn apply(self, y: &mut [f32], p: &[f32], s: usize) {
         let c = y.len() / s.max(1);
@@ -211,6 +225,17 @@ impl Kernel3 for ConvEpilogueOp {
             )
         }
         let epilogue = self.epilogue;
+        if let Some((scale, shift, relu)) = epilogue.as_affine(p, g.o) {
+            let ep = conv::Affine {
+                scale: &scale,
+                shift: &shift,
+                residual: None,
+                relu,
+            };
+            if let Some(y) = conv::forward_direct(x, w, &g, &ep) {
+                return Ok((CpuStorage::F32(y), Shape::from((g.n, g.o, g.oh, g.ow))));
+            }
+        }
         let apply = move |y: &mut [f32], s: usize| epilogue.apply(y, p, s);
         let y = conv::forward_with(x, w, &g, Some(&apply));
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.o, g.oh, g.ow))))

@@ -102,9 +102,9 @@ impl PoolGeom {
         best
     }
 
-    /// The value [`argmax`](Self::argmax) returns, without tracking the index (the forward
-    /// pass): the first maximum, or NaN when the window holds one; branch-free inner loop.
-    #[inline]
+    /// The value [`argmax`](Self::argmax) returns, without tracking the index: the first
+    /// maximum, or NaN when the window holds one (the reference of [`pool_plane`]).
+    #[cfg(test)]
     fn window_max(&self, plane: &[f32], i: usize, j: usize) -> f32 {
         let (r0, c0) = (i * self.stride, j * self.stride);
         let (mut m, mut nan) = (f32::NEG_INFINITY, false);
@@ -119,6 +119,54 @@ impl PoolGeom {
         } else {
             m
         }
+    }
+}
+
+/// Forward of one plane for any window, separably: the maximum over each row's windows
+/// (`rows`, `H × ow` floats), then over the window's rows, contiguous so that it vectorises.
+/// Ties keep the earlier value in both passes, so the result is [`PoolGeom::window_max`]'s, the
+/// sign of a zero maximum included, and NaN when the window holds one.
+fn pool_plane(plane: &[f32], out: &mut [f32], g: &PoolGeom, fuse_relu: bool, rows: &mut [f32]) {
+    let (w, k, s, ow) = (g.w, g.kernel, g.stride, g.ow);
+    let used = (g.oh - 1) * s + k;
+    for (hrow, src) in rows
+        .chunks_exact_mut(ow)
+        .zip(plane.chunks_exact(w))
+        .take(used)
+    {
+        if (k, s) == (3, 2) {
+            // The common 3×3 window with stride 2, without index arithmetic.
+            let pairs = src.chunks_exact(2).zip(src[2..].iter().step_by(2));
+            for (m, (ab, &c)) in hrow.iter_mut().zip(pairs) {
+                *m = nan_max(nan_max(ab[0], ab[1]), c);
+            }
+            continue;
+        }
+        for (j, m) in hrow.iter_mut().enumerate() {
+            let win = &src[j * s..][..k];
+            *m = win[1..].iter().fold(win[0], |m, &v| nan_max(m, v));
+        }
+    }
+    for (i, orow) in out.chunks_exact_mut(ow).enumerate() {
+        orow.copy_from_slice(&rows[i * s * ow..][..ow]);
+        for r in i * s + 1..i * s + k {
+            for (o, &v) in orow.iter_mut().zip(&rows[r * ow..][..ow]) {
+                *o = nan_max(*o, v);
+            }
+        }
+        if fuse_relu {
+            orow.iter_mut().for_each(|o| *o = relu1(*o));
+        }
+    }
+}
+
+/// The larger of `a` and `b`, NaN when either is NaN; branch-free.
+#[inline(always)]
+fn nan_max(a: f32, b: f32) -> f32 {
+    if b > a || b.is_nan() {
+        b
+    } else {
+        a
     }
 }
 
@@ -329,26 +377,25 @@ impl CustomOp1 for MaxPoolOp {
         let x = f32_data(s, l, self.name())?;
         // SAFETY: `job` writes every one of a plane's oh·ow outputs.
         let mut y = unsafe { uninit_f32(n * c * g.oh * g.ow) };
-        let job = |(out, plane): (&mut [f32], &[f32])| {
+        let job = |rows: &mut Vec<f32>, (out, plane): (&mut [f32], &[f32])| {
             if g.kernel == 2 && g.stride == 2 {
                 pool2x2_plane(plane, out, &g, self.fuse_relu);
-                return;
-            }
-            for i in 0..g.oh {
-                for j in 0..g.ow {
-                    let m = g.window_max(plane, i, j);
-                    out[i * g.ow + j] = if self.fuse_relu { relu1(m) } else { m };
-                }
+            } else {
+                pool_plane(plane, out, &g, self.fuse_relu, rows);
             }
         };
+        let scratch = || vec![0f32; h * g.ow];
         if x.len() < CHUNK {
             // Small inputs (batch-1 inference): handing them to the thread pool costs more than
             // the pooling itself.
-            y.chunks_mut(g.oh * g.ow).zip(x.chunks(h * w)).for_each(job);
+            let mut rows = scratch();
+            y.chunks_mut(g.oh * g.ow)
+                .zip(x.chunks(h * w))
+                .for_each(|p| job(&mut rows, p));
         } else if !y.is_empty() {
             y.par_chunks_mut(g.oh * g.ow)
                 .zip(x.par_chunks(h * w))
-                .for_each(job);
+                .for_each_init(scratch, job);
         }
         Ok((CpuStorage::F32(y), Shape::from((n, c, g.oh, g.ow))))
     }
@@ -562,11 +609,14 @@ mod tests {
                 vals[(state % 8) as usize]
             });
             let (_, m) = g3.argmax(&w, 0, 0);
-            let wm = g3.window_max(&w, 0, 0);
-            assert!(
-                same(wm, m) && (m.is_nan() || wm.to_bits() == m.to_bits()),
-                "{w:?}"
-            );
+            let (mut sep, mut rows) = ([0f32], [0f32; 3]);
+            pool_plane(&w, &mut sep, &g3, false, &mut rows);
+            for wm in [g3.window_max(&w, 0, 0), sep[0]] {
+                assert!(
+                    same(wm, m) && (m.is_nan() || wm.to_bits() == m.to_bits()),
+                    "{w:?}"
+                );
+            }
         }
     }
 

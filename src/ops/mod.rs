@@ -13,7 +13,9 @@
 //! - [`conv_bn_train`]: the three above as one training node (convolution, BatchNorm, ReLU,
 //!   optional pool), so the intermediate activations never enter candle's autograd graph;
 //! - [`conv_affine`], [`conv_bias_scaled`], [`conv_bias_prelu`]: convolutions whose folded
-//!   BatchNorm, scaled bias or bias and PReLU run on each output block right after its GEMM.
+//!   BatchNorm, scaled bias or bias and PReLU run on each output block right after its GEMM;
+//! - [`conv_affine_add_relu`]: [`conv_affine`] with a residual added before the ReLU, one op at
+//!   inference (the second half of a ResNet unit).
 //!
 //! Every op takes and returns ordinary [`candle_core::Tensor`]s and plugs into candle's autograd.
 //! The fast paths run on the CPU in f32; other devices and dtypes fall back to candle's
@@ -47,6 +49,17 @@
 //! Otherwise the groups run one after the other on the calling thread. The gradients take bands
 //! for the memory-bound layers only, else groups across the batch or threads inside the GEMM.
 //!
+//! Before all of these, the inference ops with a per-channel affine epilogue ([`conv_affine`],
+//! [`conv_bias_scaled`], [`conv_affine_add_relu`]) take a **direct convolution** without im2col
+//! on CPUs with AVX-512F (`conv/direct`), for 3×3 kernels with stride 1 and padding 1 and for
+//! square kernels with stride 2 and no padding, from 8 output channels and 8 output positions
+//! in the batch: the batch is copied once into zero-padded flat planes (four phase planes per
+//! channel for stride 2), and the work is cut into units of up to 8 tiles of 48 output
+//! positions × blocks of 8 output channels (fewer channels per unit when there are too few
+//! units for about four per thread, as at batch 1), spread over the threads. The epilogue
+//! (affine map, residual, ReLU) runs on the registers before the store.
+//! `CANDLE_FACE_DIRECT_CONV=0` sends them down the paths above instead.
+//!
 //! # Memory
 //!
 //! The GEMMs are the `gemm` crate's (the one candle uses), with its AVX-512 kernels enabled
@@ -63,6 +76,7 @@ mod batchnorm;
 mod conv;
 mod conv_bn;
 mod conv_epilogue;
+mod conv_residual;
 mod kernel;
 mod maxpool;
 #[cfg(test)]
@@ -72,6 +86,7 @@ pub use batchnorm::{batch_norm_train, update_running_stats};
 pub use conv::conv2d;
 pub use conv_bn::conv_bn_train;
 pub use conv_epilogue::{conv_affine, conv_bias_prelu, conv_bias_scaled};
+pub use conv_residual::conv_affine_add_relu;
 pub use maxpool::{max_pool2d, relu, relu_max_pool2d};
 
 use candle_core::backend::BackendStorage;

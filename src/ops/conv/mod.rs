@@ -17,9 +17,11 @@
 //! How the work is cut over the threads is described in the [`crate::ops`] module docs. Files:
 //! `geom` (sizes, im2col / col2im), `gemm` (matrix views, the GEMM call, gathering several
 //! images into one matrix), `plan` (images per GEMM, threads, bands, scratch buffers),
-//! `forward`, `backward` (both gradients) and `op` (the candle custom ops).
+//! `forward`, `backward` (both gradients), `op` (the candle custom ops) and `direct` (the
+//! inference-only direct 3×3 kernel on AVX-512).
 
 mod backward;
+mod direct;
 mod forward;
 mod gemm;
 mod geom;
@@ -35,6 +37,7 @@ use super::kernel::Op2;
 use op::Conv2dOp;
 
 pub(super) use backward::{input_grad_into, weight_grad};
+pub(super) use direct::{forward as forward_direct, Affine};
 pub(super) use forward::forward_with;
 pub(super) use geom::Geom;
 pub(super) use op::conv_grads;

@@ -11,7 +11,7 @@ use crate::ops::test_util::{assert_close, to_f64, vals};
 use candle_core::{Device, Var, D};
 
 /// Brute-force f64 convolution: the independent reference.
-fn conv_ref(
+pub(super) fn conv_ref(
     x: &[f64],
     xd: [usize; 4],
     w: &[f64],
