@@ -39,6 +39,7 @@ pub mod face_crop;
 pub mod face_finder;
 mod fhog;
 pub mod hog_detector;
+mod hog_filter;
 pub mod mtcnn;
 pub mod mtcnn_nets;
 pub mod nms;
