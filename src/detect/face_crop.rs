@@ -228,15 +228,8 @@ pub fn landmark_box(face: &Face, hog: &[Rect]) -> Rect {
 
 /// Intersection over union of two inclusive-corner rectangles.
 fn iou(a: &Rect, b: &Rect) -> f64 {
-    let area = |l: i64, t: i64, r: i64, b: i64| ((r - l + 1).max(0) * (b - t + 1).max(0)) as f64;
-    let inter = area(
-        a.left.max(b.left),
-        a.top.max(b.top),
-        a.right.min(b.right),
-        a.bottom.min(b.bottom),
-    );
-    let union =
-        area(a.left, a.top, a.right, a.bottom) + area(b.left, b.top, b.right, b.bottom) - inter;
+    let inter = a.intersect(b).area();
+    let union = a.area() + b.area() - inter;
     if union > 0.0 {
         inter / union
     } else {

@@ -267,24 +267,20 @@ impl DlibFrontalDetector {
 
     /// dlib's `test_box_overlap` with the detector's thresholds.
     fn boxes_overlap(&self, a: Rect, b: Rect) -> bool {
-        let inter = area(Rect {
-            left: a.left.max(b.left),
-            top: a.top.max(b.top),
-            right: a.right.min(b.right),
-            bottom: a.bottom.min(b.bottom),
-        });
+        let inter = a.intersect(&b).area();
         if inter == 0.0 {
             return false;
         }
-        let union = area(Rect {
+        let union = (Rect {
             left: a.left.min(b.left),
             top: a.top.min(b.top),
             right: a.right.max(b.right),
             bottom: a.bottom.max(b.bottom),
-        });
+        })
+        .area();
         inter / union > self.iou_thresh
-            || inter / area(a) > self.covered_thresh
-            || inter / area(b) > self.covered_thresh
+            || inter / a.area() > self.covered_thresh
+            || inter / b.area() > self.covered_thresh
     }
 
     /// `build_fhog_filterbank` for one weight vector: each channel's `rows × cols` filter
@@ -374,15 +370,6 @@ fn round_half_up(v: f64) -> f64 {
 /// hanging over the photo's left or top edge).
 fn round_point(v: f64) -> f64 {
     v.round()
-}
-
-/// Area of a dlib rectangle (0 when empty), as `f64`.
-fn area(r: Rect) -> f64 {
-    if r.left > r.right || r.top > r.bottom {
-        0.0
-    } else {
-        ((r.right - r.left + 1) * (r.bottom - r.top + 1)) as f64
-    }
 }
 
 /// `pyramid_down<2>::rect_down(rect, levels)`: both corners mapped with `p/2 − (1.25, 0.75)`

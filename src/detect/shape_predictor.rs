@@ -29,6 +29,27 @@ pub struct Rect {
     pub bottom: i64,
 }
 
+impl Rect {
+    /// Pixels covered (0 when empty), as dlib's `rectangle::area`.
+    pub fn area(&self) -> f64 {
+        if self.left > self.right || self.top > self.bottom {
+            0.0
+        } else {
+            ((self.right - self.left + 1) * (self.bottom - self.top + 1)) as f64
+        }
+    }
+
+    /// The rectangle both cover (empty when they do not meet), as dlib's `a.intersect(b)`.
+    pub fn intersect(&self, other: &Rect) -> Rect {
+        Rect {
+            left: self.left.max(other.left),
+            top: self.top.max(other.top),
+            right: self.right.min(other.right),
+            bottom: self.bottom.min(other.bottom),
+        }
+    }
+}
+
 /// One split node: go left when `f[idx1] - f[idx2] > thresh` (`impl::split_feature`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SplitFeature {
