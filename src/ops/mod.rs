@@ -57,8 +57,12 @@
 //! channel for stride 2), and the work is cut into units of up to 8 tiles of 48 output
 //! positions × blocks of 8 output channels (fewer channels per unit when there are too few
 //! units for about four per thread, as at batch 1), spread over the threads. The epilogue
-//! (affine map, residual, ReLU) runs on the registers before the store.
-//! `CANDLE_FACE_DIRECT_CONV=0` sends them down the paths above instead.
+//! (affine map, residual, ReLU) runs on the registers before the store. From 16 images on the
+//! batch runs 16 images to a vector instead (`conv/direct/lanes`: every lane an output, none
+//! spent on the flat planes' padding; any square kernel with stride 1 or 2), the affine and
+//! ReLU in registers, the residual while copying the output back to (N, C, H, W).
+//! `CANDLE_FACE_DIRECT_CONV=0` sends them down the paths above instead, `=flat` keeps batches
+//! in the flat layout.
 //!
 //! # Memory
 //!

@@ -28,16 +28,17 @@ pub(super) struct Rows {
     pub(super) per_channel: usize,
 }
 
-/// Adds `Σ_c Σ_(xo, wo) w[m][c·per_channel + wo] · x[c·cs + xo + 16·v + 0..16]` to `acc` for
-/// the [`M`] rows of `rows` and the `NV` vectors of positions starting at `x`.
+/// Adds `Σ_c Σ_(xo, wo) w[m][c·per_channel + wo] · x[c·cs + xo + STEP·v + 0..16]` to `acc` for
+/// the [`M`] rows of `rows` and the `NV` vectors of positions starting at `x`, `STEP` floats
+/// apart (16 in the flat layout; 16 × the stride in lanes).
 ///
 /// # Safety
-/// Every load `x + c·cs + xo + 16·v + 0..16` (c < `channels`, v < `NV`, `xo` of `taps`) and
+/// Every load `x + c·cs + xo + STEP·v + 0..16` (c < `channels`, v < `NV`, `xo` of `taps`) and
 /// every weight `rows.w + min(m, count − 1)·stride + c·per_channel + wo` lies inside its
 /// allocation, and `count ≥ 1`. The CPU supports AVX-512F.
 #[target_feature(enable = "avx512f")]
 #[inline(never)]
-unsafe fn accumulate<const NV: usize>(
+unsafe fn accumulate<const NV: usize, const STEP: usize>(
     acc: &mut [[__m512; NV]; M],
     x: *const f32,
     (cs, channels): (usize, usize),
@@ -52,7 +53,7 @@ unsafe fn accumulate<const NV: usize>(
         for &(xo, wo) in taps {
             // SAFETY: inside the input planes (see the function's contract).
             let xs: [__m512; NV] =
-                std::array::from_fn(|v| unsafe { _mm512_loadu_ps(xc.add(xo + 16 * v)) });
+                std::array::from_fn(|v| unsafe { _mm512_loadu_ps(xc.add(xo + STEP * v)) });
             for m in 0..M {
                 // SAFETY: weight `wo` of the current channel of row m.
                 let wv = _mm512_set1_ps(unsafe { *w[m].add(wo) });
@@ -118,7 +119,7 @@ pub(super) unsafe fn block<const NV: usize>(
         let x = input.wrapping_add(gr.plane * l.plane + q);
         // SAFETY: the caller's contract; each plane holds every tap of the positions below
         // l.q rounded up (`Layout::with`).
-        unsafe { accumulate(&mut acc, x, (l.cs(), l.c), &gr.taps, rows) };
+        unsafe { accumulate::<NV, 16>(&mut acc, x, (l.cs(), l.c), &gr.taps, rows) };
     }
     epilogue(&mut acc, ep, o0, rows.count);
     let hw = l.oh * l.ow;
@@ -150,6 +151,36 @@ pub(super) unsafe fn block<const NV: usize>(
         y += 1;
         if y * l.wp == l.pq {
             (i, y) = (i + 1, 0);
+        }
+    }
+}
+
+/// One register block of the lanes layout: output channels `o0..o0 + rows.count` at the `NV`
+/// positions whose first tap is at `x` (positions `STEP` floats apart), accumulated over the
+/// `channels` input planes `cs` floats apart and the taps, mapped by the affine (and the ReLU
+/// when there is no residual), stored at `out` (lane vectors of consecutive positions, output
+/// channels `out_cs` floats apart).
+///
+/// # Safety
+/// Every tap of every position lies inside the input planes, `rows` as for [`accumulate`],
+/// `out + m·out_cs + 16·v + 0..16` (m < `rows.count`, v < `NV`) inside the output and written by
+/// no other thread. The CPU supports AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn lanes_block<const NV: usize, const STEP: usize>(
+    x: *const f32,
+    (taps, (cs, channels)): (&[(usize, usize)], (usize, usize)),
+    (rows, o0): (Rows, usize),
+    ep: &Affine,
+    (out, out_cs): (*mut f32, usize),
+) {
+    let mut acc = [[_mm512_setzero_ps(); NV]; M];
+    // SAFETY: the caller's contract.
+    unsafe { accumulate::<NV, STEP>(&mut acc, x, (cs, channels), taps, rows) };
+    epilogue(&mut acc, ep, o0, rows.count);
+    for (m, a) in acc.iter().enumerate().take(rows.count) {
+        for (v, val) in a.iter().enumerate() {
+            // SAFETY: output m, position v of this block (the caller's contract).
+            unsafe { _mm512_storeu_ps(out.wrapping_add(m * out_cs + 16 * v), *val) };
         }
     }
 }

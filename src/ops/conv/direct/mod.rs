@@ -16,9 +16,15 @@
 //!
 //! Work is cut into units of (up to 8 tiles of 48 positions) × (blocks of 8 output channels)
 //! and spread over the threads, so one image also uses every thread.
+//!
+//! From 16 images on, the batch runs in [`lanes`] instead (16 images in the lanes of each
+//! vector, every lane an output, any square kernel with stride 1 or 2); images past the last
+//! full group of 16 take the flat layout when it has them, else a partial group.
 
 #[cfg(target_arch = "x86_64")]
 mod kernel;
+#[cfg(target_arch = "x86_64")]
+mod lanes;
 mod layout;
 #[cfg(target_arch = "x86_64")]
 mod run;
@@ -47,21 +53,36 @@ const MIN_CHANNELS: usize = 8;
 /// path reads the weights faster (the last 256-channel layers at batch 1, 1×1 outputs).
 const MIN_POSITIONS: usize = 8;
 
-/// The layout [`forward`] runs `g` in (on this CPU), if it runs it.
+/// The flat layout [`forward`] runs `g` in, if it takes `g`.
 fn layout(g: &Geom) -> Option<Layout> {
-    let small = g.n * g.oh * g.ow < MIN_POSITIONS;
-    if small || g.o < MIN_CHANNELS || g.n * g.c * g.h * g.w == 0 || !enabled() {
-        return None;
-    }
-    Layout::new(g)
+    (g.n * g.oh * g.ow >= MIN_POSITIONS).then(|| Layout::new(g))?
 }
 
-/// Whether the direct kernel may run: the CPU has AVX-512F and `CANDLE_FACE_DIRECT_CONV` is
-/// not `0` (which sends every convolution down the im2col path, for comparisons).
-fn enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| {
-        has_avx512() && std::env::var("CANDLE_FACE_DIRECT_CONV").map_or(true, |v| v != "0")
+/// Which direct kernels may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// None: every convolution takes the im2col path.
+    Off,
+    /// The flat layout only.
+    Flat,
+    /// The flat layout, and lanes from 16 images on.
+    All,
+}
+
+/// The direct kernels this process may run: none without AVX-512F; `CANDLE_FACE_DIRECT_CONV=0`
+/// sends every convolution down the im2col path and `=flat` keeps batches off the lanes
+/// layout (both for comparisons).
+fn mode() -> Mode {
+    static MODE: std::sync::OnceLock<Mode> = std::sync::OnceLock::new();
+    *MODE.get_or_init(|| {
+        if !has_avx512() {
+            return Mode::Off;
+        }
+        match std::env::var("CANDLE_FACE_DIRECT_CONV").as_deref() {
+            Ok("0") => Mode::Off,
+            Ok("flat") => Mode::Flat,
+            _ => Mode::All,
+        }
     })
 }
 
@@ -78,18 +99,58 @@ fn has_avx512() -> bool {
 }
 
 /// The convolution of `x` (N, C, H, W) with `w` (O, C, k, k) with the epilogue `ep` applied:
-/// (N, O, oh, ow), or `None` where the direct kernel does not take this convolution (kernel,
+/// (N, O, oh, ow), or `None` where the direct kernels do not take this convolution (kernel,
 /// stride or padding, fewer than 8 output channels, no AVX-512F) and the caller takes the
 /// im2col path.
 pub(in crate::ops) fn forward(x: &[f32], w: &[f32], g: &Geom, ep: &Affine) -> Option<Vec<f32>> {
-    let l = layout(g)?;
+    let mode = mode();
+    if mode == Mode::Off || g.o < MIN_CHANNELS || g.n * g.c * g.h * g.w == 0 {
+        return None;
+    }
     #[cfg(target_arch = "x86_64")]
     {
+        if mode == Mode::All && g.n >= lanes::L {
+            if let Some(l) = lanes::Lanes::new(g) {
+                return Some(batched(x, w, g, &l, ep));
+            }
+        }
+        let l = layout(g)?;
         Some(run::forward(x, w, g, &l, ep))
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (x, w, ep, l);
+        let _ = (x, w, ep, layout(g));
         None
     }
+}
+
+/// A batch of 16 images or more: the full groups of 16 in lanes, the rest in the flat layout
+/// when it takes them (else in a partial group of lanes).
+#[cfg(target_arch = "x86_64")]
+fn batched(x: &[f32], w: &[f32], g: &Geom, all: &lanes::Lanes, ep: &Affine) -> Vec<f32> {
+    let full = g.n / lanes::L * lanes::L;
+    let rest = Geom {
+        n: g.n - full,
+        ..*g
+    };
+    let out_img = g.o * g.oh * g.ow;
+    // SAFETY: the lanes and flat paths below write every image's outputs.
+    let mut y = unsafe { crate::ops::uninit_f32(g.n * out_img) };
+    let flat = (rest.n > 0).then(|| layout(&rest)).flatten();
+    let Some(flat) = flat else {
+        lanes::forward_into(x, w, all, ep, &mut y);
+        return y;
+    };
+    let in_img = g.c * g.h * g.w;
+    let (res_head, res_rest) = match ep.residual.map(|r| r.split_at(full * out_img)) {
+        Some((a, b)) => (Some(a), Some(b)),
+        None => (None, None),
+    };
+    let part = |residual| Affine { residual, ..*ep };
+    let l = all.first(full);
+    let (yh, yr) = y.split_at_mut(full * out_img);
+    lanes::forward_into(&x[..full * in_img], w, &l, &part(res_head), yh);
+    let tail = run::forward(&x[full * in_img..], w, &rest, &flat, &part(res_rest));
+    yr.copy_from_slice(&tail);
+    y
 }

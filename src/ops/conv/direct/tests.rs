@@ -3,11 +3,20 @@ use super::super::tests::conv_ref;
 use super::*;
 use crate::ops::test_util::{assert_close, rand, vals};
 
-/// The direct kernel on `x` (N, C, H, W) and `w` (O, C, 3, 3) with the epilogue `ep`, whatever
-/// the channel count (`None` without AVX-512F).
+/// The direct kernel on `x` (N, C, H, W) and `w` (O, C, k, k) with the epilogue `ep`, whatever
+/// the channel count: the flat layout below 16 images, [`forward`]'s choice (lanes) from 16 on
+/// (`None` without AVX-512F).
 fn direct(x: &[f32], w: &[f32], g: &Geom, ep: &Affine) -> Option<Vec<f32>> {
     if !has_avx512() {
         return None;
+    }
+    if g.n >= 16 {
+        assert_eq!(
+            mode(),
+            Mode::All,
+            "CANDLE_FACE_DIRECT_CONV is set: lanes not tested"
+        );
+        return forward(x, w, g, ep);
     }
     #[cfg(target_arch = "x86_64")]
     {
@@ -32,14 +41,26 @@ fn check_conv(
     n: usize,
     c: usize,
     o: usize,
-    (h, w): (usize, usize),
+    hw: (usize, usize),
     (k, stride): (usize, usize),
+    act: (bool, bool),
+    seed: u64,
+) {
+    let pad = if stride == 1 { 1 } else { 0 };
+    check_padded(n, (c, o), hw, (k, stride, pad), act, seed)
+}
+
+/// [`check_conv`] with any padding (the lanes layout takes any).
+fn check_padded(
+    n: usize,
+    (c, o): (usize, usize),
+    (h, w): (usize, usize),
+    (k, stride, pad): (usize, usize, usize),
     (relu, residual): (bool, bool),
     seed: u64,
 ) {
     let xd = [n, c, h, w];
     let wd = [o, c, k, k];
-    let pad = if stride == 1 { 1 } else { 0 };
     let x = vals(&rand(&xd, seed));
     let wt = vals(&rand(&wd, seed + 1));
     let ss = vals(&rand(&[2, o], seed + 2));
@@ -52,7 +73,8 @@ fn check_conv(
         residual: residual.then_some(&res[..]),
         relu,
     };
-    let what = format!("n {n} c {c} o {o} {h}×{w} k {k}/{stride} relu {relu} res {residual}");
+    let what =
+        format!("n {n} c {c} o {o} {h}×{w} k {k}/{stride} pad {pad} relu {relu} res {residual}");
     let Some(got) = direct(&x, &wt, &g, &ep) else {
         eprintln!("no AVX-512F: direct kernel not tested ({what})");
         return;
@@ -224,4 +246,58 @@ fn direct_declines_other_convolutions() {
     // Too few output positions: 2 images of 2×1 pixels.
     let g = Geom::new(&[2, 4, 2, 1], &[8, 4, 3, 3], 1, (1, 1)).unwrap();
     assert!(forward(&x[..16], &[0.0; 288], &g, &ep).is_none());
+}
+
+#[test]
+fn lanes_match_reference_on_the_dlib_layers() {
+    check_conv(16, 32, 32, (35, 35), (3, 1), (true, true), 801);
+    check_conv(32, 64, 64, (9, 9), (3, 1), (false, true), 802);
+    check_conv(17, 128, 128, (8, 8), (3, 1), (true, false), 803);
+    check_conv(16, 256, 256, (3, 3), (3, 1), (true, true), 804);
+    check_conv(18, 256, 256, (1, 1), (3, 1), (false, false), 805);
+}
+
+#[test]
+fn lanes_match_reference_on_dlib_stem_and_downsampling() {
+    check_conv(16, 3, 32, (40, 37), (7, 2), (true, false), 811);
+    check_conv(17, 32, 64, (35, 35), (3, 2), (true, false), 812);
+    check_conv(16, 128, 256, (8, 8), (3, 2), (true, false), 813);
+    check_conv(20, 256, 256, (3, 3), (3, 2), (false, false), 814);
+}
+
+/// Batches that are not a multiple of 16: the rest in the flat layout, or in a partial group
+/// of lanes when the flat layout does not take it (too few positions, or its padding).
+#[test]
+fn lanes_split_batches_past_full_groups() {
+    for (i, n) in [16, 17, 23, 31, 32, 33, 47].into_iter().enumerate() {
+        let size = SIZES[i % SIZES.len()];
+        let (c, o) = (3 + 2 * i, 8 + 3 * i);
+        let act = (i % 2 == 0, i % 3 != 1);
+        check_conv(n, c, o, size, (3, 1), act, 820 + i as u64);
+    }
+    // 17 images of 1×2 pixels: the single rest image has too few positions for the flat layout.
+    check_conv(17, 4, 9, (1, 2), (3, 1), (true, true), 830);
+}
+
+#[test]
+fn lanes_take_any_padding_and_square_kernel() {
+    let shapes = [
+        (3, 1, 0),
+        (5, 1, 2),
+        (1, 1, 0),
+        (3, 2, 1),
+        (4, 2, 1),
+        (5, 2, 2),
+    ];
+    for (i, (k, stride, pad)) in shapes.into_iter().enumerate() {
+        let act = (i % 2 == 1, i % 3 == 0);
+        check_padded(
+            16 + i,
+            (5, 9 + i),
+            (9, 11),
+            (k, stride, pad),
+            act,
+            840 + i as u64,
+        );
+    }
 }
