@@ -171,7 +171,7 @@ fn bench_verify() -> Res<()> {
         "{}",
         json!({
             "bench": "dlib-verify", "impl": "candle-face",
-            "what": "Verifier::verify_paths: decode + MTCNN + 5pt shape predictor + dlib chip + ResNet (batch 2) + distance",
+            "what": "Verifier::verify_paths: decode + MTCNN + dlib HOG box + 5pt shape predictor + dlib chip + ResNet (batch 2) + distance",
             "img1": "Aaron_Peirsol/Aaron_Peirsol_0001.jpg", "img2": "Aaron_Peirsol/Aaron_Peirsol_0002.jpg",
             "distance": verdict.distance, "same": verdict.same,
             "runs": ts.len(), "median_ms": 1000.0 * median(ts), "min_ms": 1000.0 * min,
