@@ -109,12 +109,14 @@ pub(in crate::ops) fn forward(x: &[f32], w: &[f32], g: &Geom, ep: &Affine) -> Op
     }
     #[cfg(target_arch = "x86_64")]
     {
+        // Lanes take any square kernel, but only the flat layout's shapes are measured.
+        let shape = Layout::new(g)?;
         if mode == Mode::All && g.n >= lanes::L {
             if let Some(l) = lanes::Lanes::new(g) {
                 return Some(batched(x, w, g, &l, ep));
             }
         }
-        let l = layout(g)?;
+        let l = (g.n * g.oh * g.ow >= MIN_POSITIONS).then_some(shape)?;
         Some(run::forward(x, w, g, &l, ep))
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -122,6 +124,16 @@ pub(in crate::ops) fn forward(x: &[f32], w: &[f32], g: &Geom, ep: &Affine) -> Op
         let _ = (x, w, ep, layout(g));
         None
     }
+}
+
+/// The lanes path on the whole batch, whatever its size and kernel (for the tests).
+#[cfg(all(test, target_arch = "x86_64"))]
+fn lanes_only(x: &[f32], w: &[f32], g: &Geom, ep: &Affine) -> Option<Vec<f32>> {
+    let l = lanes::Lanes::new(g)?;
+    // SAFETY: forward_into writes every output.
+    let mut y = unsafe { crate::ops::uninit_f32(g.n * g.o * g.oh * g.ow) };
+    lanes::forward_into(x, w, &l, ep, &mut y);
+    Some(y)
 }
 
 /// A batch of 16 images or more: the full groups of 16 in lanes, the rest in the flat layout

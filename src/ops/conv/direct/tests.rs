@@ -50,7 +50,8 @@ fn check_conv(
     check_padded(n, (c, o), hw, (k, stride, pad), act, seed)
 }
 
-/// [`check_conv`] with any padding (the lanes layout takes any).
+/// [`check_conv`] with any padding (the lanes layout takes any, from 16 images on; [`forward`]
+/// gives it only the flat layout's shapes).
 fn check_padded(
     n: usize,
     (c, o): (usize, usize),
@@ -243,6 +244,10 @@ fn direct_declines_other_convolutions() {
             "{k}×{k}/{stride} pad {pad}"
         );
     }
+    // Nor from 16 images on, where the lanes layout could take them.
+    let x16 = vec![0.0; 16 * 4 * 6 * 6];
+    let g = Geom::new(&[16, 4, 6, 6], &[8, 4, 3, 3], 1, (0, 0)).unwrap();
+    assert!(forward(&x16, &[0.0; 288], &g, &ep).is_none());
     // Too few output positions: 2 images of 2×1 pixels.
     let g = Geom::new(&[2, 4, 2, 1], &[8, 4, 3, 3], 1, (1, 1)).unwrap();
     assert!(forward(&x[..16], &[0.0; 288], &g, &ep).is_none());
