@@ -16,6 +16,10 @@ fn direct(x: &[f32], w: &[f32], g: &Geom, ep: &Affine) -> Option<Vec<f32>> {
             Mode::All,
             "CANDLE_FACE_DIRECT_CONV is set: lanes not tested"
         );
+        #[cfg(target_arch = "x86_64")]
+        if Layout::new(g).is_none() {
+            return lanes_only(x, w, g, ep);
+        }
         return forward(x, w, g, ep);
     }
     #[cfg(target_arch = "x86_64")]
@@ -77,6 +81,7 @@ fn check_padded(
     let what =
         format!("n {n} c {c} o {o} {h}×{w} k {k}/{stride} pad {pad} relu {relu} res {residual}");
     let Some(got) = direct(&x, &wt, &g, &ep) else {
+        assert!(!has_avx512(), "the direct kernel declined {what}");
         eprintln!("no AVX-512F: direct kernel not tested ({what})");
         return;
     };
