@@ -56,6 +56,25 @@ fn network_matches_dlib_on_its_own_chips_and_on_noise() {
     }
 }
 
+/// dlib's chips and noise in one batch of more than 16: groups of 16 images run with the images
+/// in the vector lanes, the rest in the flat layout (on AVX-512 CPUs).
+#[test]
+fn network_matches_dlib_in_a_batch_past_16() {
+    let (Some(fx), Some((_dir, model))) = (fixture(), converted()) else {
+        return;
+    };
+    let emb = Embedder::load(&model).unwrap();
+    let parts = ["chips", "noise_chips", "chips"];
+    let batch: Vec<RgbImage> = parts.iter().flat_map(|p| images(&fx[*p])).collect();
+    assert!(batch.len() > 16, "{} chips", batch.len());
+    let got = emb.embed_prepared(&batch).unwrap();
+    let want = ["chip_descriptors", "noise_descriptors", "chip_descriptors"].map(|w| &fx[w]);
+    let want = Tensor::cat(&want, 0).unwrap();
+    let d = common::max_abs_diff(&got, &want);
+    eprintln!("{} chips in one batch: max |Δ| = {d:e}", batch.len());
+    assert!(d <= 1e-4, "max |Δ| = {d}");
+}
+
 #[test]
 fn truncated_and_foreign_files_are_refused_with_the_file_named() {
     let Some(dat) = common::shared_path(RESNET) else {
