@@ -39,7 +39,7 @@ pub(super) struct Lanes {
     ow: usize,
     /// Input plane width (`W + 2p`), in positions of [`L`] floats.
     wp: usize,
-    /// Floats per input channel plane: `hp·wp·L`, plus one cache line when that is an even
+    /// Floats per input channel plane: `(H + 2p)·wp·L`, plus one cache line when that is an even
     /// number of lines (so the same position of successive channels maps to different L1
     /// sets).
     cs: usize,
@@ -142,6 +142,7 @@ struct Gather {
 }
 
 impl Gather {
+    /// For `images` images (at most [`L`]) `step` floats apart.
     fn new(step: usize, images: usize) -> Self {
         let ok = step.checked_mul(L).is_some_and(|s| s <= i32::MAX as usize);
         let idx = std::array::from_fn(|i| if ok { (i * step) as i32 } else { 0 });
