@@ -40,7 +40,10 @@ pub struct Preprocess {
     pub channel_mean: Option<[f32; 3]>,
     /// Divides the centred value.
     pub std: f32,
-    /// Whether embeddings average the image and its horizontal mirror (test-time augmentation).
+    /// Whether embeddings average the image and its horizontal mirror (test-time augmentation),
+    /// renormalised to unit length. This moves the distances: a threshold calibrated without it
+    /// does not hold (dlib's ResNet, whose 0.6 is for its raw descriptors, falls to 63% at 0.6
+    /// on `faceapi_bbt` with it, best threshold 0.41): recalibrate after turning it on.
     pub flip_tta: bool,
 }
 
