@@ -347,6 +347,8 @@ fn extension(bytes: &[u8]) -> Option<&'static str> {
     })
 }
 
+/// Extracts the rows of one Parquet file (`index` of `count`) into `w`'s class folders; rows
+/// without a readable image or label are listed in `w.skipped`.
 fn extract_one(
     file: &Path,
     index: usize,
@@ -356,45 +358,19 @@ fn extract_one(
 ) -> Result<()> {
     let reader = open(file)?;
     let names = column_names(&reader);
-    let image_col = pick(
-        file,
-        &names,
-        cols.image.as_deref(),
-        IMAGE_NAMES,
-        "image",
-        "--image-column",
-    )?;
-    let label_col = pick(
-        file,
-        &names,
-        cols.label.as_deref(),
-        LABEL_NAMES,
-        "label",
-        "--label-column",
-    )?
-    .ok_or_else(|| {
-        Error::dataset(
-            file,
-            format!(
-                "no label column found (looked for {}); the columns are {} (choose one with \
-                 --label-column)",
-                LABEL_NAMES.join(", "),
-                names.join(", ")
-            ),
-        )
-    })?;
+    let wanted = cols.image.as_deref();
+    let mut image_col = pick(file, &names, wanted, IMAGE_NAMES, "image", "--image-column")?;
+    let label_col = label_column(file, &names, cols)?;
     let classes = class_names(&reader, &label_col);
     let stem = if count == 1 {
         "row".to_string()
     } else {
         format!("f{index:03}")
     };
-    let mut image_col = image_col;
     for (r, row) in reader.into_iter().enumerate() {
         let row: Row =
             row.map_err(|e| Error::dataset(file, format!("cannot read row {r}: {e}")))?;
         w.rows += 1;
-        let at = |why: &str| format!("{} row {r}: {why}", file.display());
         if image_col.is_none() {
             // No column named like an image: the first one holding bytes.
             image_col = row
@@ -413,49 +389,52 @@ fn extract_one(
                 ),
             ));
         };
-        let mut img = None;
-        let mut lab = None;
-        for (name, f) in row.get_column_iter() {
-            if name == ic {
-                img = Some(f);
+        match image_and_label(&row, ic, &label_col, classes.as_deref()) {
+            Ok((bytes, label, ext)) => {
+                let dir = w.folder_for(&label)?;
+                let path = dir.join(format!("{stem}-{r:07}.{ext}"));
+                std::fs::write(&path, bytes).map_err(|e| Error::io(&path, e))?;
+                w.images += 1;
             }
-            if *name == label_col {
-                lab = Some(f);
-            }
+            Err(why) => w.skipped.push(format!("{} row {r}: {why}", file.display())),
         }
-        let bytes = match img.map(image_bytes) {
-            Some(Ok(b)) => b,
-            Some(Err(why)) => {
-                w.skipped.push(at(why));
-                continue;
-            }
-            None => {
-                w.skipped.push(at("no image field"));
-                continue;
-            }
-        };
-        let label = match lab.map(|f| label_text(f, classes.as_deref())) {
-            Some(Ok(l)) => l,
-            Some(Err(why)) => {
-                w.skipped.push(at(&why));
-                continue;
-            }
-            None => {
-                w.skipped.push(at("no label field"));
-                continue;
-            }
-        };
-        let Some(ext) = extension(bytes) else {
-            w.skipped
-                .push(at("the bytes are not a recognised image format"));
-            continue;
-        };
-        let dir = w.folder_for(&label)?;
-        let path = dir.join(format!("{stem}-{r:07}.{ext}"));
-        std::fs::write(&path, bytes).map_err(|e| Error::io(&path, e))?;
-        w.images += 1;
     }
     Ok(())
+}
+
+/// The label column of `file`: the one asked for, else the first named like a label.
+fn label_column(file: &Path, names: &[String], cols: &ParquetColumns) -> Result<String> {
+    let wanted = cols.label.as_deref();
+    pick(file, names, wanted, LABEL_NAMES, "label", "--label-column")?.ok_or_else(|| {
+        Error::dataset(
+            file,
+            format!(
+                "no label column found (looked for {}); the columns are {} (choose one with \
+                 --label-column)",
+                LABEL_NAMES.join(", "),
+                names.join(", ")
+            ),
+        )
+    })
+}
+
+/// One row's image bytes, label and image file extension, or why the row is skipped.
+fn image_and_label<'r>(
+    row: &'r Row,
+    image_col: &str,
+    label_col: &str,
+    classes: Option<&[String]>,
+) -> std::result::Result<(&'r [u8], String, &'static str), String> {
+    let field = |col: &str| {
+        row.get_column_iter()
+            .filter(|(name, _)| name.as_str() == col)
+            .last()
+            .map(|(_, f)| f)
+    };
+    let bytes = image_bytes(field(image_col).ok_or("no image field")?)?;
+    let label = label_text(field(label_col).ok_or("no label field")?, classes)?;
+    let ext = extension(bytes).ok_or("the bytes are not a recognised image format")?;
+    Ok((bytes, label, ext))
 }
 
 /// Where extracted datasets go: `$CANDLE_FACE_CACHE`, else `$XDG_CACHE_HOME/candle-face`,
