@@ -127,27 +127,48 @@ fn parse_csv(path: &Path, lines: &[(usize, &str)]) -> Result<Vec<Pair>> {
     Ok(out)
 }
 
+/// LFW's `pairs.txt` format: an optional header (`pairs` or `sets pairs`), then `name n1 n2`
+/// (same person) and `name1 n1 name2 n2` (different) lines; a header's layout is checked.
 fn parse_lfw(path: &Path, lines: &[(usize, &str)]) -> Result<Vec<Pair>> {
-    let is_count = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    let mut expected: Option<(usize, usize)> = None; // (sets, pairs of each kind per set)
-    let mut body = lines;
-    if let Some(&(no, first)) = lines.first() {
-        let tokens: Vec<&str> = first.split_whitespace().collect();
-        if !tokens.is_empty() && tokens.len() <= 2 && tokens.iter().all(|t| is_count(t)) {
-            let nums: Vec<usize> = tokens
-                .iter()
-                .map(|t| t.parse::<usize>())
-                .collect::<std::result::Result<_, _>>()
-                .map_err(|e| line_error(path, no, format!("bad header count: {e}")))?;
-            expected = Some(if nums.len() == 1 {
-                (1, nums[0])
-            } else {
-                (nums[0], nums[1])
-            });
-            body = &lines[1..];
-        }
+    let (expected, body) = match lines.split_first() {
+        Some((&(no, first), rest)) => match lfw_header(path, no, first)? {
+            Some(h) => (Some(h), rest),
+            None => (None, lines),
+        },
+        None => (None, lines),
+    };
+    let out = body
+        .iter()
+        .map(|&(no, line)| lfw_pair(path, no, line))
+        .collect::<Result<Vec<_>>>()?;
+    if let Some(h) = expected {
+        check_lfw_layout(path, h, body, &out)?;
     }
-    let number = |no: usize, s: &str| -> Result<u32> {
+    Ok(out)
+}
+
+/// `(sets, pairs of each kind per set)` if `line` is a header of one or two counts.
+fn lfw_header(path: &Path, no: usize, line: &str) -> Result<Option<(usize, usize)>> {
+    let is_count = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let tokens: Vec<&str> = line.split_whitespace().collect();
+    if tokens.is_empty() || tokens.len() > 2 || !tokens.iter().all(|t| is_count(t)) {
+        return Ok(None);
+    }
+    let nums: Vec<usize> = tokens
+        .iter()
+        .map(|t| t.parse::<usize>())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| line_error(path, no, format!("bad header count: {e}")))?;
+    Ok(match nums[..] {
+        [per] => Some((1, per)),
+        [sets, per] => Some((sets, per)),
+        _ => None,
+    })
+}
+
+/// One pair line of LFW's format.
+fn lfw_pair(path: &Path, no: usize, line: &str) -> Result<Pair> {
+    let number = |s: &str| -> Result<u32> {
         match s.parse::<u32>() {
             Ok(n) if n >= 1 => Ok(n),
             _ => Err(line_error(
@@ -157,60 +178,63 @@ fn parse_lfw(path: &Path, lines: &[(usize, &str)]) -> Result<Vec<Pair>> {
             )),
         }
     };
-    let mut out = Vec::with_capacity(body.len());
-    for &(no, line) in body {
-        let t: Vec<&str> = line.split_whitespace().collect();
-        let pair = match t.len() {
-            3 => Pair {
-                a: lfw_image_path(t[0], number(no, t[1])?),
-                b: lfw_image_path(t[0], number(no, t[2])?),
-                same: true,
-            },
-            4 => Pair {
-                a: lfw_image_path(t[0], number(no, t[1])?),
-                b: lfw_image_path(t[2], number(no, t[3])?),
-                same: false,
-            },
-            n => {
-                return Err(line_error(
-                    path,
-                    no,
-                    format!(
-                        "expected `name n1 n2` (same) or `name1 n1 name2 n2` (different), found {n} fields"
-                    ),
-                ))
-            }
-        };
-        out.push(pair);
-    }
-    if let Some((sets, per)) = expected {
-        let want = sets.checked_mul(per).and_then(|x| x.checked_mul(2));
-        if want != Some(out.len()) {
-            return Err(Error::dataset(
+    let t: Vec<&str> = line.split_whitespace().collect();
+    Ok(match t[..] {
+        [name, a, b] => Pair {
+            a: lfw_image_path(name, number(a)?),
+            b: lfw_image_path(name, number(b)?),
+            same: true,
+        },
+        [name1, a, name2, b] => Pair {
+            a: lfw_image_path(name1, number(a)?),
+            b: lfw_image_path(name2, number(b)?),
+            same: false,
+        },
+        _ => {
+            return Err(line_error(
                 path,
+                no,
                 format!(
-                    "header says {sets} set(s) of {per} same and {per} different pairs, but the file has {} pairs",
-                    out.len()
+                "expected `name n1 n2` (same) or `name1 n1 name2 n2` (different), found {} fields",
+                t.len()
+            ),
+            ))
+        }
+    })
+}
+
+/// Checks `pairs` against the header `(sets, per)`: `sets` sets, each `per` same pairs followed
+/// by `per` different pairs.
+fn check_lfw_layout(
+    path: &Path,
+    (sets, per): (usize, usize),
+    body: &[(usize, &str)],
+    pairs: &[Pair],
+) -> Result<()> {
+    let want = sets.checked_mul(per).and_then(|x| x.checked_mul(2));
+    if want != Some(pairs.len()) {
+        return Err(Error::dataset(
+            path,
+            format!(
+                "header says {sets} set(s) of {per} same and {per} different pairs, but the file has {} pairs",
+                pairs.len()
+            ),
+        ));
+    }
+    for (i, p) in pairs.iter().enumerate() {
+        let want_same = (i % (2 * per)) < per;
+        if p.same != want_same {
+            return Err(line_error(
+                path,
+                body[i].0,
+                format!(
+                    "expected a {} pair here (each set is {per} same then {per} different pairs)",
+                    if want_same { "same" } else { "different" }
                 ),
             ));
         }
-        // Each set is `per` same pairs followed by `per` different pairs.
-        for (i, p) in out.iter().enumerate() {
-            let want_same = (i % (2 * per)) < per;
-            if p.same != want_same {
-                let no = body[i].0;
-                return Err(line_error(
-                    path,
-                    no,
-                    format!(
-                        "expected a {} pair here (each set is {per} same then {per} different pairs)",
-                        if want_same { "same" } else { "different" }
-                    ),
-                ));
-            }
-        }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Writes pairs as CSV (`img1,img2,same` header, label `1` or `0`), atomically.
