@@ -98,70 +98,14 @@ impl IvfIndex {
                 "nlist {nlist} must be between 1 and the number of embeddings ({n})"
             )));
         }
-        let row = |i: usize| &embeddings[i * dim..(i + 1) * dim];
-        // k-means++ on a sample (at most 64 points per cell) keeps seeding cheap.
-        let mut rng = StdRng::seed_from_u64(seed);
-        let sample: Vec<usize> = if n > 64 * nlist {
-            rand::seq::index::sample(&mut rng, n, 64 * nlist).into_vec()
-        } else {
-            (0..n).collect()
-        };
-        let mut centroids: Vec<f32> = row(sample[rng.random_range(0..sample.len())]).to_vec();
-        let mut nearest = vec![f32::INFINITY; sample.len()];
-        let pts: Vec<&[f32]> = sample.iter().map(|&i| row(i)).collect();
-        while centroids.len() / dim < nlist {
-            let last = &centroids[centroids.len() - dim..];
-            for (m, p) in nearest.iter_mut().zip(&pts) {
-                let d: f32 = p.iter().zip(last).map(|(a, b)| (a - b) * (a - b)).sum();
-                *m = m.min(d);
-            }
-            let total: f64 = nearest.iter().map(|&x| f64::from(x)).sum();
-            let pick = if total > 0.0 {
-                let mut r = rng.random_range(0.0..total);
-                let mut chosen = sample.len() - 1;
-                for (j, &x) in nearest.iter().enumerate() {
-                    r -= f64::from(x);
-                    if r < 0.0 {
-                        chosen = j;
-                        break;
-                    }
-                }
-                chosen
-            } else {
-                rng.random_range(0..sample.len())
-            };
-            centroids.extend_from_slice(row(sample[pick]));
-        }
+        let mut centroids = seed_centroids(embeddings, dim, nlist, seed);
         let mut assign = vec![0u32; n];
         for it in 0..=iters {
-            // Assignment step.
-            for start in (0..n).step_by(4096) {
-                let end = (start + 4096).min(n);
-                let d = sq_distances(&embeddings[start * dim..end * dim], &centroids, dim)?;
-                for (i, chunk) in d.chunks_exact(nlist).enumerate() {
-                    assign[start + i] = argmin(chunk) as u32;
-                }
-            }
+            assign_cells(embeddings, &centroids, dim, &mut assign)?;
             if it == iters {
                 break;
             }
-            // Update step; an empty cell keeps its centroid.
-            let mut sums = vec![0f64; nlist * dim];
-            let mut counts = vec![0usize; nlist];
-            for (i, &c) in assign.iter().enumerate() {
-                let c = c as usize;
-                counts[c] += 1;
-                for (s, &v) in sums[c * dim..(c + 1) * dim].iter_mut().zip(row(i)) {
-                    *s += f64::from(v);
-                }
-            }
-            for c in 0..nlist {
-                if counts[c] > 0 {
-                    for j in 0..dim {
-                        centroids[c * dim + j] = (sums[c * dim + j] / counts[c] as f64) as f32;
-                    }
-                }
-            }
+            update_centroids(embeddings, &assign, dim, &mut centroids);
         }
         Self::from_parts(dim, centroids, assign)
     }
@@ -278,6 +222,88 @@ impl IvfIndex {
             }
         }
         Ok(hits as f64 / nq as f64)
+    }
+}
+
+/// k-means++ seeding of `nlist` centroids on a sample of the rows (at most 64 per cell, which
+/// keeps seeding cheap).
+fn seed_centroids(embeddings: &[f32], dim: usize, nlist: usize, seed: u64) -> Vec<f32> {
+    let n = embeddings.len() / dim;
+    let row = |i: usize| &embeddings[i * dim..(i + 1) * dim];
+    let mut rng = StdRng::seed_from_u64(seed);
+    let sample: Vec<usize> = if n > 64 * nlist {
+        rand::seq::index::sample(&mut rng, n, 64 * nlist).into_vec()
+    } else {
+        (0..n).collect()
+    };
+    let mut centroids: Vec<f32> = row(sample[rng.random_range(0..sample.len())]).to_vec();
+    let mut nearest = vec![f32::INFINITY; sample.len()];
+    let pts: Vec<&[f32]> = sample.iter().map(|&i| row(i)).collect();
+    while centroids.len() / dim < nlist {
+        let last = &centroids[centroids.len() - dim..];
+        for (m, p) in nearest.iter_mut().zip(&pts) {
+            let d: f32 = p.iter().zip(last).map(|(a, b)| (a - b) * (a - b)).sum();
+            *m = m.min(d);
+        }
+        let pick = weighted_pick(&nearest, &mut rng);
+        centroids.extend_from_slice(row(sample[pick]));
+    }
+    centroids
+}
+
+/// An index drawn with probability proportional to `weights` (uniformly when they are all 0).
+fn weighted_pick(weights: &[f32], rng: &mut StdRng) -> usize {
+    let total: f64 = weights.iter().map(|&x| f64::from(x)).sum();
+    if total <= 0.0 {
+        return rng.random_range(0..weights.len());
+    }
+    let mut r = rng.random_range(0.0..total);
+    for (j, &x) in weights.iter().enumerate() {
+        r -= f64::from(x);
+        if r < 0.0 {
+            return j;
+        }
+    }
+    weights.len() - 1
+}
+
+/// The assignment step: each row's nearest centroid, 4096 rows at a time.
+fn assign_cells(
+    embeddings: &[f32],
+    centroids: &[f32],
+    dim: usize,
+    assign: &mut [u32],
+) -> Result<()> {
+    let (n, nlist) = (embeddings.len() / dim, centroids.len() / dim);
+    for start in (0..n).step_by(4096) {
+        let end = (start + 4096).min(n);
+        let d = sq_distances(&embeddings[start * dim..end * dim], centroids, dim)?;
+        for (i, chunk) in d.chunks_exact(nlist).enumerate() {
+            assign[start + i] = argmin(chunk) as u32;
+        }
+    }
+    Ok(())
+}
+
+/// The update step: each centroid moves to the mean of its rows; an empty cell keeps its
+/// centroid.
+fn update_centroids(embeddings: &[f32], assign: &[u32], dim: usize, centroids: &mut [f32]) {
+    let nlist = centroids.len() / dim;
+    let mut sums = vec![0f64; nlist * dim];
+    let mut counts = vec![0usize; nlist];
+    for (row, &c) in embeddings.chunks_exact(dim).zip(assign) {
+        let c = c as usize;
+        counts[c] += 1;
+        for (s, &v) in sums[c * dim..(c + 1) * dim].iter_mut().zip(row) {
+            *s += f64::from(v);
+        }
+    }
+    for (c, &count) in counts.iter().enumerate() {
+        if count > 0 {
+            for j in 0..dim {
+                centroids[c * dim + j] = (sums[c * dim + j] / count as f64) as f32;
+            }
+        }
     }
 }
 
