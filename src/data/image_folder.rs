@@ -99,77 +99,68 @@ impl ImageFolder {
     /// [`Error::Dataset`] naming `root` when it is missing, not a directory, unreadable, or
     /// holds no image in any person folder.
     pub fn scan(root: &Path) -> Result<ImageFolder> {
-        let meta = std::fs::metadata(root).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Error::dataset(root, "dataset folder does not exist")
-            } else {
-                Error::dataset(root, format!("cannot read dataset folder: {e}"))
-            }
-        })?;
-        if !meta.is_dir() {
-            return Err(Error::dataset(
-                root,
-                "not a directory: expected a folder laid out as <root>/<person>/<image>",
-            ));
-        }
-        let entries = std::fs::read_dir(root)
-            .map_err(|e| Error::dataset(root, format!("cannot list dataset folder: {e}")))?;
-
+        let entries = open_root(root)?;
         let mut folder = ImageFolder {
             root: root.to_path_buf(),
             ..Default::default()
         };
         for entry in entries {
-            let entry = match entry {
-                Ok(e) => e,
-                Err(e) => {
-                    folder.skipped.push((root.to_path_buf(), e.to_string()));
-                    continue;
-                }
-            };
-            let path = entry.path();
-            if is_hidden(&entry.file_name()) {
-                folder.ignored += 1;
-                continue;
-            }
-            // `fs::metadata` follows symlinks (and fails on dangling ones or loops).
-            let meta = match std::fs::metadata(&path) {
-                Ok(m) => m,
-                Err(e) => {
-                    folder.skipped.push((path, e.to_string()));
-                    continue;
-                }
-            };
-            if !meta.is_dir() {
-                // A file directly in the root: not part of any identity.
-                folder.ignored += 1;
-                continue;
-            }
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let images = folder.scan_person(&path);
-            if images.is_empty() {
-                folder.empty_people += 1;
-            } else {
-                folder.people.push(Person { name, images });
+            match entry {
+                Ok(e) => folder.scan_entry(&e),
+                Err(e) => folder.skipped.push((root.to_path_buf(), e.to_string())),
             }
         }
         folder.people.sort_by(|a, b| a.name.cmp(&b.name));
         folder.skipped.sort();
         if folder.people.is_empty() {
-            let mut reason = String::from(
-                "no images found: expected <root>/<person>/<image> with extensions jpg, jpeg, png, pgm, ppm, gif, bmp or webp",
-            );
-            if folder.ignored > 0 || folder.empty_people > 0 || !folder.skipped.is_empty() {
-                reason.push_str(&format!(
-                    " ({} non-image entries ignored, {} empty person folders, {} unreadable entries)",
-                    folder.ignored,
-                    folder.empty_people,
-                    folder.skipped.len()
-                ));
-            }
-            return Err(Error::dataset(root, reason));
+            return Err(Error::dataset(root, folder.no_images_reason()));
         }
         Ok(folder)
+    }
+
+    /// One entry of the root: a person folder (scanned), or something ignored or skipped.
+    fn scan_entry(&mut self, entry: &std::fs::DirEntry) {
+        let path = entry.path();
+        if is_hidden(&entry.file_name()) {
+            self.ignored += 1;
+            return;
+        }
+        // `fs::metadata` follows symlinks (and fails on dangling ones or loops).
+        let meta = match std::fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) => {
+                self.skipped.push((path, e.to_string()));
+                return;
+            }
+        };
+        if !meta.is_dir() {
+            // A file directly in the root: not part of any identity.
+            self.ignored += 1;
+            return;
+        }
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let images = self.scan_person(&path);
+        if images.is_empty() {
+            self.empty_people += 1;
+        } else {
+            self.people.push(Person { name, images });
+        }
+    }
+
+    /// Why a scan found no images, with what it ignored and skipped.
+    fn no_images_reason(&self) -> String {
+        let mut reason = String::from(
+            "no images found: expected <root>/<person>/<image> with extensions jpg, jpeg, png, pgm, ppm, gif, bmp or webp",
+        );
+        if self.ignored > 0 || self.empty_people > 0 || !self.skipped.is_empty() {
+            reason.push_str(&format!(
+                " ({} non-image entries ignored, {} empty person folders, {} unreadable entries)",
+                self.ignored,
+                self.empty_people,
+                self.skipped.len()
+            ));
+        }
+        reason
     }
 
     /// Lists the images of one person folder, updating the ignored/skipped bookkeeping.
@@ -359,6 +350,26 @@ impl ImageFolder {
             note: None,
         }
     }
+}
+
+/// The entries of the dataset root, or a clear error if it is missing, not a folder or
+/// unreadable.
+fn open_root(root: &Path) -> Result<std::fs::ReadDir> {
+    let meta = std::fs::metadata(root).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::dataset(root, "dataset folder does not exist")
+        } else {
+            Error::dataset(root, format!("cannot read dataset folder: {e}"))
+        }
+    })?;
+    if !meta.is_dir() {
+        return Err(Error::dataset(
+            root,
+            "not a directory: expected a folder laid out as <root>/<person>/<image>",
+        ));
+    }
+    std::fs::read_dir(root)
+        .map_err(|e| Error::dataset(root, format!("cannot list dataset folder: {e}")))
 }
 
 #[cfg(test)]
