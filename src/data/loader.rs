@@ -71,47 +71,16 @@ impl ImageCache {
             .flat_map(|(l, p)| p.images.iter().map(move |path| (l, path)))
             .collect();
         let total = jobs.len();
-        let done = AtomicUsize::new(0);
-        let decoded: Vec<Result<RgbImage>> = jobs
-            .par_iter()
-            .map(|(_, path)| {
-                let r = load_image(path).map(|img| pre.prepare_source(&img, margin));
-                let d = done.fetch_add(1, Ordering::Relaxed) + 1;
-                if let Some(f) = progress {
-                    f(d, total);
-                }
-                r
-            })
-            .collect();
-
-        let n = folder.people.len();
-        let mut paths: Vec<Vec<PathBuf>> = vec![Vec::new(); n];
-        let mut images: Vec<Vec<RgbImage>> = vec![Vec::new(); n];
-        let mut failures = Vec::new();
-        for ((label, path), r) in jobs.into_iter().zip(decoded) {
-            match r {
-                Ok(img) => {
-                    paths[label].push(path.clone());
-                    images[label].push(img);
-                }
-                Err(e) => failures.push((path.clone(), error_reason(&e))),
-            }
-        }
+        let decoded = decode_all(&jobs, pre, margin, progress);
         let mut cache = ImageCache {
             names: Vec::new(),
             paths: Vec::new(),
             images: Vec::new(),
-            failures,
+            failures: Vec::new(),
             pre: pre.clone(),
             margin,
         };
-        for ((person, p), imgs) in folder.people.iter().zip(paths).zip(images) {
-            if !imgs.is_empty() {
-                cache.names.push(person.name.clone());
-                cache.paths.push(p);
-                cache.images.push(imgs);
-            }
-        }
+        cache.group(folder, jobs, decoded);
         if cache.images.is_empty() {
             let first = cache
                 .failures
@@ -124,6 +93,35 @@ impl ImageCache {
             ));
         }
         Ok(cache)
+    }
+
+    /// Files the decoded images under their people (people without one left out) and the
+    /// failures with their reasons.
+    fn group(
+        &mut self,
+        folder: &ImageFolder,
+        jobs: Vec<(usize, &PathBuf)>,
+        decoded: Vec<Result<RgbImage>>,
+    ) {
+        let n = folder.people.len();
+        let mut paths: Vec<Vec<PathBuf>> = vec![Vec::new(); n];
+        let mut images: Vec<Vec<RgbImage>> = vec![Vec::new(); n];
+        for ((label, path), r) in jobs.into_iter().zip(decoded) {
+            match r {
+                Ok(img) => {
+                    paths[label].push(path.clone());
+                    images[label].push(img);
+                }
+                Err(e) => self.failures.push((path.clone(), error_reason(&e))),
+            }
+        }
+        for ((person, p), imgs) in folder.people.iter().zip(paths).zip(images) {
+            if !imgs.is_empty() {
+                self.names.push(person.name.clone());
+                self.paths.push(p);
+                self.images.push(imgs);
+            }
+        }
     }
 
     /// Person names; the index is the label used by [`get`](Self::get) and the loader.
@@ -406,6 +404,26 @@ impl Drop for Loader {
             let _ = h.join();
         }
     }
+}
+
+/// Decodes and prepares every `(label, path)` job on the thread pool, reporting progress.
+fn decode_all(
+    jobs: &[(usize, &PathBuf)],
+    pre: &Preprocess,
+    margin: f32,
+    progress: Option<&(dyn Fn(usize, usize) + Sync)>,
+) -> Vec<Result<RgbImage>> {
+    let (total, done) = (jobs.len(), AtomicUsize::new(0));
+    jobs.par_iter()
+        .map(|(_, path)| {
+            let r = load_image(path).map(|img| pre.prepare_source(&img, margin));
+            let d = done.fetch_add(1, Ordering::Relaxed) + 1;
+            if let Some(f) = progress {
+                f(d, total);
+            }
+            r
+        })
+        .collect()
 }
 
 #[cfg(test)]
