@@ -2,13 +2,15 @@
 //! vector, so every lane the kernel computes is an output (the flat layout also computes its
 //! zero rows and columns: 44% of the lanes of a 3×3 map, 21% of an 8×8 one).
 //!
-//! Each group of 16 images is copied into planes of `(H + 2p) × (W + 2p)` positions of 16
+//! Each group of 16 images is copied (16 positions of 16 images at a time, through a register
+//! transpose) into planes of `(H + 2p) × (W + 2p)` positions of 16
 //! floats (zero borders), one plane per input channel. Output `(y, x)` of the group reads tap
 //! `(ky, kx)` at position `(s·y + ky, s·x + kx)`: 16 floats, one per image, for any stride, so
 //! the micro-kernel is the flat one with its vectors `16·s` floats apart. Outputs are stored
 //! in the same layout (aligned vector stores) and copied back to (N, C, H, W) afterwards,
 //! where the residual and the ReLU are applied.
 
+use std::arch::x86_64::__m512;
 use std::ops::Range;
 
 use rayon::prelude::*;
@@ -120,70 +122,87 @@ impl Lanes {
         let images = (self.n - gi * L).min(L);
         let (top, left) = (self.pad * row, self.pad * L);
         dst[..top].fill(0.0);
-        let gather = Gather::new(self.c * hw, images);
+        let step = self.c * hw;
+        assert!(images == 0 || first + (images - 1) * step + hw <= x.len());
         for (y, r) in dst[top..][..self.h * row].chunks_exact_mut(row).enumerate() {
             r[..left].fill(0.0);
             r[left + self.w * L..].fill(0.0);
             let cells = &mut r[left..left + self.w * L];
-            // SAFETY: the CPU has AVX-512F (lanes run only then); the images' rows y of
-            // channel c lie inside x (`gather` reads only `images` of them).
-            unsafe { gather.row(x, first + y * self.w, cells) };
+            let rows: [Option<&[f32]>; L] = std::array::from_fn(|i| {
+                (i < images).then(|| &x[first + i * step + y * self.w..][..self.w])
+            });
+            // SAFETY: the CPU has AVX-512F (lanes run only then).
+            unsafe { rows_to_cells(&rows, cells) };
         }
         dst[top + self.h * row..].fill(0.0);
     }
 }
 
-/// Gathers the same element of up to [`L`] images `step` floats apart into the lanes of a
-/// vector.
-struct Gather {
-    idx: [i32; L],
-    mask: u16,
-    step: usize,
+/// `cells[x·L + i] = rows[i][x]` (zero where `rows[i]` is `None`): up to [`L`] rows of `W`
+/// floats into `W` cells of [`L`] lanes, 16 positions at a time through a register transpose.
+///
+/// # Safety
+/// The CPU has AVX-512F; every row present holds `cells.len() / L` floats.
+#[target_feature(enable = "avx512f")]
+unsafe fn rows_to_cells(rows: &[Option<&[f32]>; L], cells: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let w = cells.len() / L;
+    assert!(rows.iter().flatten().all(|r| r.len() >= w));
+    for x0 in (0..w).step_by(L) {
+        let n = (w - x0).min(L);
+        let mask = lanes_mask(n);
+        // SAFETY: the loads read positions x0..x0 + n of each row (masked), the stores write
+        // cells x0..x0 + n.
+        unsafe {
+            let mut v: [__m512; L] = std::array::from_fn(|i| match rows[i] {
+                Some(r) => _mm512_maskz_loadu_ps(mask, r.as_ptr().add(x0)),
+                None => _mm512_setzero_ps(),
+            });
+            transpose16(&mut v);
+            for (j, cell) in v.iter().enumerate().take(n) {
+                _mm512_storeu_ps(cells.as_mut_ptr().add((x0 + j) * L), *cell);
+            }
+        }
+    }
 }
 
-impl Gather {
-    /// For `images` images (at most [`L`]) `step` floats apart.
-    fn new(step: usize, images: usize) -> Self {
-        let ok = step.checked_mul(L).is_some_and(|s| s <= i32::MAX as usize);
-        let idx = std::array::from_fn(|i| if ok { (i * step) as i32 } else { 0 });
-        let mask = ((1u32 << images) - 1) as u16;
-        Self { idx, mask, step }
-    }
+/// The mask of the first `n` (at most 16) lanes.
+fn lanes_mask(n: usize) -> u16 {
+    ((1u32 << n.min(L)) - 1) as u16
+}
 
-    /// `cells[x·L + i] = x[at + i·step + x]` for the images `i` (zero in the other lanes).
-    ///
-    /// # Safety
-    /// The CPU has AVX-512F; `x[at + i·step..][..cells.len() / L]` exists for each image `i`.
-    #[target_feature(enable = "avx512f")]
-    unsafe fn row(&self, x: &[f32], at: usize, cells: &mut [f32]) {
-        use std::arch::x86_64::*;
-        let width = cells.len() / L;
-        let last = (self.mask.count_ones() as usize).saturating_sub(1);
-        assert!(at + last * self.step + width <= x.len());
-        if (L * self.step) > i32::MAX as usize {
-            for (xi, cell) in cells.chunks_exact_mut(L).enumerate() {
-                for (i, v) in cell.iter_mut().enumerate() {
-                    let on = self.mask >> i & 1 == 1;
-                    *v = if on { x[at + i * self.step + xi] } else { 0.0 };
-                }
-            }
-            return;
+/// Transposes 16 vectors of 16 floats in registers: afterwards `v[k][j]` is the old `v[j][k]`.
+#[target_feature(enable = "avx512f")]
+fn transpose16(v: &mut [__m512; L]) {
+    use std::arch::x86_64::*;
+    let mut t = [_mm512_setzero_ps(); L];
+    for i in 0..8 {
+        t[2 * i] = _mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]);
+    }
+    let (lo, hi) = (
+        |a: __m512, b: __m512| {
+            _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(a), _mm512_castps_pd(b)))
+        },
+        |a: __m512, b: __m512| {
+            _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(a), _mm512_castps_pd(b)))
+        },
+    );
+    for i in 0..4 {
+        v[4 * i] = lo(t[4 * i], t[4 * i + 2]);
+        v[4 * i + 1] = hi(t[4 * i], t[4 * i + 2]);
+        v[4 * i + 2] = lo(t[4 * i + 1], t[4 * i + 3]);
+        v[4 * i + 3] = hi(t[4 * i + 1], t[4 * i + 3]);
+    }
+    for h in [0, 8] {
+        for k in 0..4 {
+            t[h + k] = _mm512_shuffle_f32x4::<0x88>(v[h + k], v[h + k + 4]);
+            t[h + k + 4] = _mm512_shuffle_f32x4::<0xdd>(v[h + k], v[h + k + 4]);
         }
-        // SAFETY: idx holds i·step < 2³¹ (checked above), the lanes of `mask` read inside x
-        // (the assertion), the stores stay inside `cells`.
-        unsafe {
-            let idx = _mm512_loadu_si512(self.idx.as_ptr().cast());
-            let base = x.as_ptr().add(at);
-            for (xi, cell) in cells.chunks_exact_mut(L).enumerate() {
-                let v = _mm512_mask_i32gather_ps::<4>(
-                    _mm512_setzero_ps(),
-                    self.mask,
-                    idx,
-                    base.add(xi).cast(),
-                );
-                _mm512_storeu_ps(cell.as_mut_ptr(), v);
-            }
-        }
+    }
+    for k in 0..8 {
+        v[k] = _mm512_shuffle_f32x4::<0x88>(t[k], t[k + 8]);
+        v[k + 8] = _mm512_shuffle_f32x4::<0xdd>(t[k], t[k + 8]);
     }
 }
 
@@ -334,7 +353,8 @@ fn unfill(l: &Lanes, src: &[f32], ep: &Affine, y: &mut [f32]) {
 }
 
 /// Channel `o` of the `images` images from `first`: `src` (positions of [`L`] floats) into
-/// their planes of `y` (N, O, oh, ow), plus the residual and the ReLU when there is one.
+/// their planes of `y` (N, O, oh, ow), plus the residual and the ReLU when there is one; 16
+/// positions at a time through a register transpose.
 ///
 /// # Safety
 /// The CPU has AVX-512F; `src` holds `L·oh·ow` floats; channel `o` of these images lies inside
@@ -349,26 +369,31 @@ unsafe fn unfill_channel(
 ) {
     use std::arch::x86_64::*;
     let hw = l.oh * l.ow;
-    let offsets: [i32; L] = std::array::from_fn(|j| (j * L) as i32);
-    // SAFETY: each gather reads positions p..p + 16 (masked to hw) of src; the residual loads
-    // and the stores are masked to the plane's hw floats (the function's contract).
-    unsafe {
-        let offsets = _mm512_loadu_si512(offsets.as_ptr().cast());
-        for p in (0..hw).step_by(L) {
-            let mask = (((1u32 << (hw - p).min(L)) - 1) & 0xffff) as u16;
-            let base = src.as_ptr().add(p * L);
-            for lane in 0..images {
-                let at = ((first + lane) * l.o + o) * hw + p;
-                let zero = _mm512_setzero_ps();
-                let from = base.add(lane).cast();
-                let mut v = _mm512_mask_i32gather_ps::<4>(zero, mask, offsets, from);
+    assert!(src.len() >= hw * L);
+    for p0 in (0..hw).step_by(L) {
+        let n = (hw - p0).min(L);
+        let mask = lanes_mask(n);
+        // SAFETY: the loads read positions p0..p0 + n of src; the residual loads and the
+        // stores are masked to the plane's hw floats (the function's contract).
+        unsafe {
+            let mut v: [__m512; L] = std::array::from_fn(|j| {
+                if j < n {
+                    _mm512_loadu_ps(src.as_ptr().add((p0 + j) * L))
+                } else {
+                    _mm512_setzero_ps()
+                }
+            });
+            transpose16(&mut v);
+            for (lane, &val) in v.iter().enumerate().take(images) {
+                let at = ((first + lane) * l.o + o) * hw + p0;
+                let mut val = val;
                 if let Some(r) = ep.residual {
-                    v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, r.as_ptr().add(at)));
+                    val = _mm512_add_ps(val, _mm512_maskz_loadu_ps(mask, r.as_ptr().add(at)));
                     if ep.relu {
-                        v = _mm512_max_ps(zero, v);
+                        val = _mm512_max_ps(_mm512_setzero_ps(), val);
                     }
                 }
-                _mm512_mask_storeu_ps(y.add(at), mask, v);
+                _mm512_mask_storeu_ps(y.add(at), mask, val);
             }
         }
     }
