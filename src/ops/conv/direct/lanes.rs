@@ -2,13 +2,13 @@
 //! vector, so every lane the kernel computes is an output (the flat layout also computes its
 //! zero rows and columns: 44% of the lanes of a 3×3 map, 21% of an 8×8 one).
 //!
-//! Each group of 16 images is copied (16 positions of 16 images at a time, through a register
-//! transpose) into planes of `(H + 2p) × (W + 2p)` positions of 16
-//! floats (zero borders), one plane per input channel. Output `(y, x)` of the group reads tap
-//! `(ky, kx)` at position `(s·y + ky, s·x + kx)`: 16 floats, one per image, for any stride, so
-//! the micro-kernel is the flat one with its vectors `16·s` floats apart. Outputs are stored
-//! in the same layout (aligned vector stores) and copied back to (N, C, H, W) afterwards,
-//! where the residual and the ReLU are applied.
+//! Each group of 16 images is copied into planes of `(H + 2p) × (W + 2p)` positions of 16
+//! floats (zero borders), one plane per input channel, 16 positions of the 16 images at a time
+//! through a register transpose. Output `(y, x)` of the group reads tap `(ky, kx)` at position
+//! `(s·y + ky, s·x + kx)`: 16 floats, one per image, for any stride, so the micro-kernel is the
+//! flat one with its vectors `16·s` floats apart. Outputs are stored in the same layout
+//! (aligned vector stores) and transposed back to (N, C, H, W) afterwards, where the residual
+//! and the ReLU are applied.
 
 use std::arch::x86_64::__m512;
 use std::ops::Range;
