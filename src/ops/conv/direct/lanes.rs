@@ -17,6 +17,7 @@ use rayon::prelude::*;
 
 use super::super::geom::Geom;
 use super::kernel::{lanes_block, Rows, M, V};
+use super::run::Out;
 use super::Affine;
 use crate::ops::{num_threads, uninit_f32};
 
@@ -209,20 +210,6 @@ fn transpose16(v: &mut [__m512; L]) {
 /// The first index of `buf` at a 64-byte boundary.
 fn aligned_start(buf: &[f32]) -> usize {
     buf.as_ptr().align_offset(64).min(L - 1)
-}
-
-/// The output pointer shared by the units, each writing its own disjoint elements.
-#[derive(Clone, Copy)]
-struct Out(*mut f32);
-// SAFETY: the units write disjoint elements (distinct groups, rows or channels).
-unsafe impl Send for Out {}
-unsafe impl Sync for Out {}
-
-impl Out {
-    /// The pointer (a method, so closures capture the whole `Sync` wrapper).
-    fn ptr(self) -> *mut f32 {
-        self.0
-    }
 }
 
 /// Output rows per unit and channel blocks per unit: whole maps and every block, cut (rows

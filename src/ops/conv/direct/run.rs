@@ -17,16 +17,17 @@ const MAX_TILES: usize = 8;
 /// Fewest multiply-adds in a unit cut only to give the threads more units.
 const MIN_UNIT_MACS: usize = 1 << 19;
 
-/// The output pointer shared by the units, each writing its own disjoint elements.
+/// The output pointer shared by the units (of the flat and the lanes layouts), each writing
+/// its own disjoint elements.
 #[derive(Clone, Copy)]
-struct Out(*mut f32);
-// SAFETY: the units write disjoint elements (distinct channels or positions).
+pub(super) struct Out(pub(super) *mut f32);
+// SAFETY: the units write disjoint elements (distinct channels, positions, groups or rows).
 unsafe impl Send for Out {}
 unsafe impl Sync for Out {}
 
 impl Out {
     /// The pointer (a method, so closures capture the whole `Sync` wrapper).
-    fn ptr(self) -> *mut f32 {
+    pub(super) fn ptr(self) -> *mut f32 {
         self.0
     }
 }
