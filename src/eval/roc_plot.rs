@@ -117,6 +117,51 @@ pub fn plot_roc_png(
     auc: f32,
     operating_point: Option<(f32, f32)>,
 ) -> Result<()> {
+    check_roc(roc, operating_point)?;
+    ensure_font()?;
+    let (w, h) = ROC_PNG_SIZE;
+    let mut buf = vec![0u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        let title = format!("ROC curve, AUC = {auc:.4}");
+        let root = root.titled(&title, (FONT, 26)).map_err(plot_err)?;
+        let (left, right) = root.split_horizontally(w / 2);
+
+        let curve: Vec<(f32, f32)> = roc.iter().map(|p| (p.far, p.tar)).collect();
+        panel(
+            &left,
+            "linear FAR axis",
+            0f32..1f32,
+            &curve,
+            &[(0.0, 0.0), (1.0, 1.0)],
+            operating_point,
+        )?;
+
+        let (x_min, log_curve, diagonal) = log_axis(&curve, operating_point);
+        panel(
+            &right,
+            "logarithmic FAR axis",
+            (x_min..1f32).log_scale(),
+            &log_curve,
+            &diagonal,
+            operating_point.map(|(f, t)| (f.max(x_min), t)),
+        )?;
+        root.present().map_err(plot_err)?;
+    }
+    let img = image::RgbImage::from_raw(w, h, buf)
+        .ok_or_else(|| Error::Msg("ROC plot buffer has the wrong size".into()))?;
+    let mut png = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .map_err(|e| Error::image(path, e))?;
+    crate::fsutil::write_atomic(path, &png)
+}
+
+/// Points of a curve, (FAR, TAR).
+type Points = Vec<(f32, f32)>;
+
+/// Refuses an empty curve and points (or an operating point) outside the unit square.
+fn check_roc(roc: &[RocPoint], operating_point: Option<(f32, f32)>) -> Result<()> {
     if roc.is_empty() {
         return Err(Error::InvalidArgument(
             "cannot plot an empty ROC curve".into(),
@@ -138,57 +183,28 @@ pub fn plot_roc_png(
             )));
         }
     }
-    ensure_font()?;
-    let (w, h) = ROC_PNG_SIZE;
-    let mut buf = vec![0u8; (w * h * 3) as usize];
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
-        root.fill(&WHITE).map_err(plot_err)?;
-        let title = format!("ROC curve, AUC = {auc:.4}");
-        let root = root.titled(&title, (FONT, 26)).map_err(plot_err)?;
-        let (left, right) = root.split_horizontally(w / 2);
+    Ok(())
+}
 
-        let curve: Vec<(f32, f32)> = roc.iter().map(|p| (p.far, p.tar)).collect();
-        panel(
-            &left,
-            "linear FAR axis",
-            0f32..1f32,
-            &curve,
-            &[(0.0, 0.0), (1.0, 1.0)],
-            operating_point,
-        )?;
-
-        let min_far = roc
-            .iter()
-            .map(|p| p.far)
-            .chain(operating_point.map(|o| o.0))
-            .filter(|&f| f > 0.0)
-            .fold(1e-4f32, f32::min);
-        let x_min = 10f32.powf(min_far.log10().floor());
-        // On the log axis, FAR = 0 cannot be shown: those points sit on the left edge.
-        let log_curve: Vec<(f32, f32)> = curve.iter().map(|&(f, t)| (f.max(x_min), t)).collect();
-        let diagonal: Vec<(f32, f32)> = (0..=40)
-            .map(|i| {
-                let f = x_min * (1.0 / x_min).powf(i as f32 / 40.0);
-                (f, f)
-            })
-            .collect();
-        panel(
-            &right,
-            "logarithmic FAR axis",
-            (x_min..1f32).log_scale(),
-            &log_curve,
-            &diagonal,
-            operating_point.map(|(f, t)| (f.max(x_min), t)),
-        )?;
-        root.present().map_err(plot_err)?;
-    }
-    let img = image::RgbImage::from_raw(w, h, buf)
-        .ok_or_else(|| Error::Msg("ROC plot buffer has the wrong size".into()))?;
-    let mut png = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-        .map_err(|e| Error::image(path, e))?;
-    crate::fsutil::write_atomic(path, &png)
+/// The logarithmic panel's left edge (a power of ten at or below the smallest positive FAR,
+/// at most 1e-4), the curve clamped to it, and the diagonal sampled along the axis.
+fn log_axis(curve: &[(f32, f32)], operating_point: Option<(f32, f32)>) -> (f32, Points, Points) {
+    let min_far = curve
+        .iter()
+        .map(|p| p.0)
+        .chain(operating_point.map(|o| o.0))
+        .filter(|&f| f > 0.0)
+        .fold(1e-4f32, f32::min);
+    let x_min = 10f32.powf(min_far.log10().floor());
+    // On the log axis, FAR = 0 cannot be shown: those points sit on the left edge.
+    let log_curve = curve.iter().map(|&(f, t)| (f.max(x_min), t)).collect();
+    let diagonal = (0..=40)
+        .map(|i| {
+            let f = x_min * (1.0 / x_min).powf(i as f32 / 40.0);
+            (f, f)
+        })
+        .collect();
+    (x_min, log_curve, diagonal)
 }
 
 #[cfg(test)]
